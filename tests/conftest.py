@@ -1,0 +1,53 @@
+"""The backend matrix: every test taking ``backend`` (or ``xp``) runs once per backend.
+
+Select some with ``pytest --backend numpy --backend torch`` or ``XPCNN_TEST_BACKENDS=numpy,torch``.
+A backend that is not installed, or has no device, is reported as a skip with the reason.
+"""
+import os
+
+import pytest
+
+from xpcnn.backend import BackendUnavailable, resolve
+
+MATRIX = ("numpy", "array_api_strict", "torch", "torch:cuda", "cupy", "jax")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", action="append", default=None, choices=MATRIX,
+                     help="run the backend matrix on this backend only (repeatable)")
+
+
+def _selected(config):
+    chosen = config.getoption("--backend")
+    if not chosen and os.environ.get("XPCNN_TEST_BACKENDS"):
+        chosen = [name.strip() for name in os.environ["XPCNN_TEST_BACKENDS"].split(",") if name.strip()]
+    return tuple(chosen) if chosen else MATRIX
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames or "xp" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", _selected(metafunc.config), scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(backend_name):
+    try:
+        return resolve(backend_name)
+    except BackendUnavailable as exc:
+        pytest.skip(f"backend {backend_name}: {exc}")
+
+
+@pytest.fixture
+def xp(backend):
+    return backend.xp
+
+
+def pytest_configure(config):
+    # TF32 would make float32 GPU matmuls differ from NumPy by ~1e-3.
+    os.environ.setdefault("CUPY_TF32", "0")
+    try:
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    except ImportError:
+        pass

@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+
+from xpcnn import functional as F, gradcheck, reference as R, to_numpy
+from xpcnn.testing import assert_close, on
+
+# (N, C_in, H, W), (C_out, C_in/groups, kH, kW), keyword arguments
+CONFIGS = [
+    ((2, 3, 7, 7), (4, 3, 3, 3), dict()),
+    ((1, 2, 6, 5), (3, 2, 2, 3), dict(padding=1)),                       # batch of 1, non-square kernel, odd size
+    ((2, 3, 9, 8), (4, 3, 3, 3), dict(stride=2, padding=1)),
+    ((2, 2, 8, 9), (2, 2, 3, 2), dict(stride=(2, 3), padding=(2, 0))),
+    ((2, 2, 9, 9), (3, 2, 3, 3), dict(dilation=2, padding=2)),
+    ((2, 4, 6, 6), (6, 2, 3, 3), dict(groups=2, padding=1)),
+    ((2, 4, 7, 5), (4, 1, 3, 3), dict(groups=4, stride=2)),              # depthwise
+    ((2, 3, 6, 7), (5, 3, 1, 1), dict()),                                # 1x1
+    ((2, 2, 7, 6), (3, 2, 4, 2), dict(padding="same")),                  # even kernel: asymmetric padding
+    ((2, 2, 6, 6), (3, 2, 3, 3), dict(padding="valid", bias=False)),
+    ((1, 1, 5, 5), (1, 1, 5, 5), dict()),                                # kernel covers the input
+    ((3, 2, 10, 7), (2, 2, 3, 3), dict(stride=3, dilation=(1, 2), padding=(1, 2))),
+]
+IDS = [f"{x}-{w}-{kw}" for x, w, kw in CONFIGS]
+
+
+def _data(x_shape, w_shape, kwargs, seed=0):
+    rng = np.random.default_rng(seed)
+    kwargs = dict(kwargs)
+    with_bias = kwargs.pop("bias", True)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0]) if with_bias else None
+    return x, w, b, kwargs
+
+
+def _reference_padding(kwargs, w_shape):
+    padding = kwargs.get("padding", 0)
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        th, tw = w_shape[2] - 1, w_shape[3] - 1
+        d = kwargs.get("dilation", 1)
+        d = (d, d) if isinstance(d, int) else d
+        th, tw = th * d[0], tw * d[1]
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    return padding
+
+
+def _reference(x, w, b, kwargs, dy):
+    geometry = dict(stride=kwargs.get("stride", 1), padding=_reference_padding(kwargs, w.shape),
+                    dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1))
+    y = R.conv2d(x, w, b, **geometry)
+    dx, dw, db = R.conv2d_backward(dy, x, w, **geometry)
+    return y, dx, dw, db
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", CONFIGS, ids=IDS)
+def test_conv2d_matches_reference(backend, dtype, x_shape, w_shape, kwargs):
+    x, w, b, kwargs = _data(x_shape, w_shape, kwargs)
+    y, cache = F.conv2d_forward(*on(backend, x, w, b, dtype=dtype), **kwargs)
+    dy = np.random.default_rng(1).standard_normal(tuple(y.shape))
+    dx, dw, db = F.conv2d_backward(on(backend, dy, dtype=dtype), cache)
+    y_ref, dx_ref, dw_ref, db_ref = _reference(x, w, b, kwargs, dy)
+    assert_close(y, y_ref, backend, dtype, name="y")
+    assert_close(dx, dx_ref, backend, dtype, name="dx")
+    assert_close(dw, dw_ref, backend, dtype, name="dweight")
+    if b is None:
+        assert db is None
+    else:
+        assert_close(db, db_ref, backend, dtype, name="dbias")
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", CONFIGS, ids=IDS)
+def test_conv2d_numerical_gradient(backend, x_shape, w_shape, kwargs):
+    x, w, b, kwargs = _data(x_shape, w_shape, kwargs, seed=2)
+    report = gradcheck(F.conv2d_forward, F.conv2d_backward, on(backend, x, w, b), forward_kwargs=kwargs)
+    assert set(report) == ({0, 1} if b is None else {0, 1, 2})
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", CONFIGS, ids=IDS)
+def test_conv2d_matches_torch_autograd(backend, x_shape, w_shape, kwargs):
+    torch = pytest.importorskip("torch")
+    x, w, b, kwargs = _data(x_shape, w_shape, kwargs, seed=3)
+    y, cache = F.conv2d_forward(*on(backend, x, w, b), **kwargs)
+    dy = np.random.default_rng(4).standard_normal(tuple(y.shape))
+    grads = F.conv2d_backward(on(backend, dy), cache)
+
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    tb = None if b is None else torch.tensor(b, requires_grad=True)
+    padding = kwargs.get("padding", 0)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=kwargs.get("stride", 1), padding=padding,
+                                    dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1))
+    ty.backward(torch.tensor(dy))
+    assert_close(y, ty.detach().numpy(), backend, name="y")
+    for got, leaf, name in zip(grads, (tx, tw, tb), ("dx", "dweight", "dbias")):
+        if leaf is not None:
+            assert_close(got, leaf.grad.numpy(), backend, name=name)
+
+
+def test_conv2d_without_input_gradient(backend):
+    x, w, b, _ = _data((2, 3, 6, 6), (4, 3, 3, 3), {})
+    y, cache = F.conv2d_forward(*on(backend, x, w, b), padding=1)
+    dy = on(backend, np.ones(tuple(y.shape)))
+    dx, dw, db = F.conv2d_backward(dy, cache, need_dx=False)
+    full = F.conv2d_backward(dy, cache)
+    assert dx is None
+    np.testing.assert_array_equal(to_numpy(dw), to_numpy(full[1]))
+    np.testing.assert_array_equal(to_numpy(db), to_numpy(full[2]))
+
+
+def test_conv2d_leaves_inputs_unchanged_and_takes_views(backend):
+    x, w, b, _ = _data((2, 3, 8, 8), (4, 3, 3, 3), {})
+    wide = np.random.default_rng(5).standard_normal((2, 6, 8, 16))
+    view = wide[:, ::2, :, ::-2]                                        # non-contiguous, negative stride
+    xs, ws, bs = on(backend, view, w, b)
+    before = [to_numpy(a).copy() for a in (xs, ws, bs)]
+    y, cache = F.conv2d_forward(xs, ws, bs, padding=1)
+    F.conv2d_backward(on(backend, np.ones(tuple(y.shape))), cache)
+    for array, saved in zip((xs, ws, bs), before):
+        np.testing.assert_array_equal(to_numpy(array), saved)
+    y_ref = R.conv2d(view, w, b, padding=1)
+    assert_close(y, y_ref, backend, name="y")

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from xpcnn import functional as F, gradcheck, reference as R
+from xpcnn.testing import assert_close, on, tie_free
+
+# input shape, kernel_size, stride, padding
+CONFIGS = [
+    ((2, 3, 8, 8), 2, None, 0),
+    ((1, 2, 7, 7), 3, 2, 1),              # overlapping, padded, odd size, batch of 1
+    ((2, 2, 7, 9), 3, 1, 1),              # heavy overlap
+    ((2, 3, 9, 8), (3, 2), (2, 1), (1, 0)),
+    ((2, 1, 5, 5), 5, 1, 0),              # window covers the input
+    ((3, 2, 6, 7), (2, 3), (3, 2), (1, 1)),
+]
+IDS = [f"{s}-k{k}-s{st}-p{p}" for s, k, st, p in CONFIGS]
+
+
+def _case(shape, seed):
+    x = tie_free(shape, seed)
+    return x
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONFIGS, ids=IDS)
+def test_max_pool2d_matches_reference(backend, dtype, shape, kernel, stride, padding):
+    x = _case(shape, 0)
+    y, cache = F.max_pool2d_forward(on(backend, x, dtype=dtype), kernel, stride, padding)
+    dy = np.random.default_rng(1).standard_normal(tuple(y.shape))
+    dx = F.max_pool2d_backward(on(backend, dy, dtype=dtype), cache)
+    assert_close(y, R.max_pool2d(x, kernel, stride, padding), backend, dtype, name="y")
+    assert_close(dx, R.max_pool2d_backward(dy, x, kernel, stride, padding), backend, dtype, name="dx")
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONFIGS, ids=IDS)
+def test_avg_pool2d_matches_reference(backend, dtype, shape, kernel, stride, padding, count_include_pad):
+    x = np.random.default_rng(2).standard_normal(shape)
+    y, cache = F.avg_pool2d_forward(on(backend, x, dtype=dtype), kernel, stride, padding, count_include_pad)
+    dy = np.random.default_rng(3).standard_normal(tuple(y.shape))
+    dx = F.avg_pool2d_backward(on(backend, dy, dtype=dtype), cache)
+    assert_close(y, R.avg_pool2d(x, kernel, stride, padding, count_include_pad), backend, dtype, name="y")
+    assert_close(dx, R.avg_pool2d_backward(dy, x, kernel, stride, padding, count_include_pad),
+                 backend, dtype, name="dx")
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONFIGS, ids=IDS)
+def test_pooling_numerical_gradient(backend, shape, kernel, stride, padding):
+    x = on(backend, _case(shape, 4))
+    gradcheck(F.max_pool2d_forward, F.max_pool2d_backward, (x,),
+              forward_kwargs=dict(kernel_size=kernel, stride=stride, padding=padding), eps=1e-7)
+    for include in (True, False):
+        gradcheck(F.avg_pool2d_forward, F.avg_pool2d_backward, (x,),
+                  forward_kwargs=dict(kernel_size=kernel, stride=stride, padding=padding,
+                                      count_include_pad=include))
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONFIGS, ids=IDS)
+def test_pooling_matches_torch_autograd(backend, shape, kernel, stride, padding):
+    torch = pytest.importorskip("torch")
+    x = _case(shape, 5)
+    dy_shape = R.max_pool2d(x, kernel, stride, padding).shape
+    dy = np.random.default_rng(6).standard_normal(dy_shape)
+    for name, ours, theirs in [
+        ("max", (F.max_pool2d_forward, F.max_pool2d_backward), torch.nn.functional.max_pool2d),
+        ("avg", (F.avg_pool2d_forward, F.avg_pool2d_backward), torch.nn.functional.avg_pool2d),
+    ]:
+        y, cache = ours[0](on(backend, x), kernel, stride, padding)
+        dx = ours[1](on(backend, dy), cache)
+        tx = torch.tensor(x, requires_grad=True)
+        ty = theirs(tx, kernel, stride, padding)
+        ty.backward(torch.tensor(dy))
+        assert_close(y, ty.detach().numpy(), backend, name=f"{name} y")
+        assert_close(dx, tx.grad.numpy(), backend, name=f"{name} dx")
+
+
+def test_max_pool2d_tie_goes_to_first_maximum_in_row_major_order(backend):
+    # every window of 2x2 holds its maximum twice: at (0,1) and (1,0) -> (0,1) comes first
+    x = np.array([[[[0.0, 5.0, 1.0, 1.0],
+                    [5.0, 2.0, 1.0, 0.5],
+                    [3.0, 3.0, 7.0, 7.0],
+                    [3.0, 3.0, 7.0, 7.0]]]])
+    y, cache = F.max_pool2d_forward(on(backend, x), 2)
+    dx = F.max_pool2d_backward(on(backend, np.array([[[[1.0, 2.0], [3.0, 4.0]]]])), cache)
+    expected = np.array([[[[0.0, 1.0, 2.0, 0.0],
+                           [0.0, 0.0, 0.0, 0.0],
+                           [3.0, 0.0, 4.0, 0.0],
+                           [0.0, 0.0, 0.0, 0.0]]]])
+    assert_close(y, [[[[5.0, 1.0], [3.0, 7.0]]]], backend, name="y")
+    assert_close(dx, expected, backend, name="dx")
+    assert_close(dx, R.max_pool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), x, 2), backend, name="ref")
+
+
+def test_max_pool2d_padding_never_wins_for_negative_inputs(backend):
+    x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    y, _ = F.max_pool2d_forward(on(backend, x), 2, 2, 1)
+    assert_close(y, [[[[-1.0, -2.0], [-4.0, -5.0]]]], backend, name="y")

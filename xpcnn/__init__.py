@@ -1,0 +1,13 @@
+"""xpcnn: convolutional networks with hand-written backpropagation on any Array API backend."""
+from .backend import (
+    BACKEND_NAMES, Backend, BackendUnavailable, get_backend, set_backend, to_backend, to_numpy, use_backend,
+)
+from . import functional
+from .gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND_NAMES", "Backend", "BackendUnavailable", "get_backend", "set_backend", "use_backend",
+    "to_backend", "to_numpy", "functional", "gradcheck", "GradcheckError", "__version__",
+]

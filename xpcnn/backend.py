@@ -1,0 +1,246 @@
+"""Backend selection: the only module in xpcnn that names a concrete array library.
+
+A backend is an Array API namespace (``xp``) plus the device new arrays go to.
+Everything above this module receives arrays and asks them for their namespace;
+only model construction, data loading and conversion come here.
+
+    >>> import xpcnn
+    >>> xpcnn.set_backend("torch")            # or XPCNN_BACKEND=torch
+    >>> with xpcnn.use_backend("numpy"):
+    ...     ...
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import array_api_compat as _compat
+
+BACKEND_NAMES = ("numpy", "cupy", "torch", "torch:cuda", "jax", "array_api_strict", "auto")
+ENV_VAR = "XPCNN_BACKEND"
+
+_INSTALL_HINT = {
+    "cupy": "install CuPy for your CUDA version: pip install 'xpcnn[cuda12]' or 'xpcnn[cuda13]'",
+    "torch": "install PyTorch: pip install 'xpcnn[torch]'",
+    "torch:cuda": "install a CUDA build of PyTorch (https://pytorch.org) on a machine with an NVIDIA GPU",
+    "jax": "install JAX: pip install 'xpcnn[jax]'",
+    "array_api_strict": "install array-api-strict: pip install array-api-strict",
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend name is valid, but its library is missing or has no usable device."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array namespace and the device on which new arrays are created."""
+
+    name: str
+    xp: Any
+    device: Any
+    library_version: str = ""
+
+    def asarray(self, array: Any, dtype: str | None = None) -> Any:
+        """Move ``array`` (from any backend, or a NumPy array / Python list) to this backend."""
+        return to_backend(array, self, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, device={self.device!r})"
+
+
+def _import(name: str, module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend {name!r} is not installed ({exc}); {_INSTALL_HINT[name]}, "
+            f"or choose 'numpy'"
+        ) from None
+
+
+def _make(name: str) -> Backend:
+    if name == "numpy":
+        return Backend("numpy", _compat.array_namespace(np.empty(0)), "cpu", np.__version__)
+    if name == "array_api_strict":
+        strict = _import(name, "array_api_strict")
+        return Backend(name, strict, strict.asarray(0.0).device, strict.__version__)
+    if name == "torch" or name == "torch:cuda":
+        torch = _import(name, "torch")
+        xp = importlib.import_module("array_api_compat.torch")
+        if name == "torch:cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(
+                "backend 'torch:cuda' needs a CUDA GPU, but torch.cuda.is_available() is False "
+                f"(torch {torch.__version__}); {_INSTALL_HINT[name]}, or choose 'torch' for the CPU"
+            )
+        return Backend(name, xp, torch.device("cuda" if name == "torch:cuda" else "cpu"), torch.__version__)
+    if name == "cupy":
+        cupy = _import(name, "cupy")
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDA driver/runtime missing: never show the raw traceback
+            raise BackendUnavailable(
+                f"backend 'cupy' is installed (CuPy {cupy.__version__}) but no CUDA device can be used: "
+                f"{type(exc).__name__}: {exc}. Check the NVIDIA driver and that the cupy-cudaXXx wheel "
+                "matches your CUDA version, or choose 'numpy'"
+            ) from None
+        if count < 1:
+            raise BackendUnavailable("backend 'cupy' is installed but no CUDA device was found; choose 'numpy'")
+        xp = importlib.import_module("array_api_compat.cupy")
+        return Backend(name, xp, cupy.cuda.Device(), cupy.__version__)
+    if name == "jax":
+        jax = _import(name, "jax")
+        jax.config.update("jax_enable_x64", True)  # float64 is needed for exact checks
+        return Backend(name, importlib.import_module("jax.numpy"), jax.devices()[0], jax.__version__)
+    raise AssertionError(name)
+
+
+_cache: dict[str, Backend] = {}
+_lock = threading.Lock()
+
+
+def resolve(name: str | Backend | None = None) -> Backend:
+    """Return the :class:`Backend` for ``name`` (``None`` means the current one)."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        return get_backend()
+    if not isinstance(name, str):
+        raise TypeError(f"backend: expected a name (str) or a Backend, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}; valid names are: {', '.join(BACKEND_NAMES)}")
+    if key == "auto":
+        return _auto()
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _make(key)
+        return _cache[key]
+
+
+def _auto() -> Backend:
+    try:
+        chosen = resolve("cupy")
+        reason = "a CUDA device is usable"
+    except BackendUnavailable as exc:
+        chosen = resolve("numpy")
+        reason = str(exc).split(";")[0]
+    import warnings
+
+    warnings.warn(f"xpcnn: backend 'auto' chose {chosen.name!r} ({reason})", stacklevel=3)
+    return chosen
+
+
+_current: Backend | None = None
+
+
+def get_backend() -> Backend:
+    """The backend new models and data use: set_backend(), else $XPCNN_BACKEND, else NumPy."""
+    global _current
+    if _current is None:
+        _current = resolve(os.environ.get(ENV_VAR, "numpy") or "numpy")
+    return _current
+
+
+def set_backend(name: str | Backend) -> Backend:
+    """Select the default backend by name (see ``BACKEND_NAMES``) and return it."""
+    global _current
+    _current = resolve(name)
+    return _current
+
+
+@contextlib.contextmanager
+def use_backend(name: str | Backend) -> Iterator[Backend]:
+    """Temporarily select a backend: ``with use_backend("torch"): ...``."""
+    global _current
+    previous = _current
+    _current = resolve(name)
+    try:
+        yield _current
+    finally:
+        _current = previous
+
+
+def backend_of(array: Any) -> str:
+    """The backend name an array belongs to (``'numpy'``, ``'torch'``, ...)."""
+    if _compat.is_numpy_array(array):
+        return "numpy"
+    if _compat.is_cupy_array(array):
+        return "cupy"
+    if _compat.is_torch_array(array):
+        return "torch:cuda" if array.device.type == "cuda" else "torch"
+    if _compat.is_jax_array(array):
+        return "jax"
+    if type(array).__module__.startswith("array_api_strict"):
+        return "array_api_strict"
+    raise TypeError(f"expected an array, got {type(array).__name__}")
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """Copy any backend's array to a host NumPy array (a NumPy array is returned as is)."""
+    if isinstance(array, np.ndarray):
+        return array
+    if _compat.is_cupy_array(array):
+        return array.get()
+    if _compat.is_torch_array(array):
+        return array.detach().cpu().numpy()
+    if np.isscalar(array) or isinstance(array, (list, tuple)):
+        return np.asarray(array)
+    try:
+        return np.from_dlpack(array)
+    except (TypeError, RuntimeError, BufferError, AttributeError):
+        return np.asarray(array)
+
+
+def to_backend(array: Any, backend: str | Backend | None = None, dtype: str | None = None) -> Any:
+    """Move ``array`` to ``backend`` (DLPack between GPU libraries, the host otherwise).
+
+    ``dtype`` is a name such as ``"float32"``; ``None`` keeps the array's dtype.
+    """
+    target = resolve(backend)
+    xp = target.xp
+    source = backend_of(array) if _is_array(array) else None
+    if source == target.name:
+        moved = array
+    elif source in ("cupy", "torch:cuda") and target.name in ("cupy", "torch:cuda"):
+        moved = xp.from_dlpack(array)
+    else:
+        host = to_numpy(array)
+        if not host.flags.c_contiguous:
+            host = np.ascontiguousarray(host)
+        moved = xp.asarray(host, device=target.device)
+    if dtype is not None:
+        want = getattr(xp, dtype)
+        if moved.dtype != want:
+            moved = xp.astype(moved, want)
+    return moved
+
+
+def _is_array(obj: Any) -> bool:
+    try:
+        backend_of(obj)
+        return True
+    except TypeError:
+        return False
+
+
+def describe() -> list[dict[str, str]]:
+    """One row per backend: installed?, usable?, device, version (for ``xpcnn backends``)."""
+    rows = []
+    for name in BACKEND_NAMES[:-1]:
+        row = {"name": name, "installed": "no", "usable": "no", "device": "-", "version": "-", "note": ""}
+        try:
+            backend = resolve(name)
+            row.update(installed="yes", usable="yes", device=str(backend.device), version=backend.library_version)
+        except BackendUnavailable as exc:
+            message = str(exc)
+            if "is not installed" not in message:
+                row["installed"] = "yes"
+            row["note"] = message
+        rows.append(row)
+    return rows

@@ -1,0 +1,45 @@
+"""Sliding-window helpers: strided basic slices over kernel offsets (never over pixels).
+
+For kernel offset (i, j) the window element of every output pixel is the strided slice
+``x[..., i*d : i*d + s*(OH-1) + 1 : s, j*d : ...]``; its stop stays inside the array,
+as array_api_strict demands.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import array_api_extra as xpx
+
+
+def offsets(kernel, stride, dilation, out_hw) -> Iterator[tuple[int, slice, slice]]:
+    """Yield ``(k, rows, cols)`` for each kernel offset, k counting row-major."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dh, j * dw
+            yield i * kw + j, slice(r0, r0 + sh * (oh - 1) + 1, sh), slice(c0, c0 + sw * (ow - 1) + 1, sw)
+
+
+def pad_hw(x: Any, pads, axes: tuple[int, int], value: float = 0.0) -> Any:
+    """Constant-pad the two spatial ``axes`` of ``x`` by ``pads = (top, bottom, left, right)``."""
+    if not any(pads):
+        return x
+    width = [(0, 0)] * x.ndim
+    width[axes[0]] = (pads[0], pads[1])
+    width[axes[1]] = (pads[2], pads[3])
+    return xpx.pad(x, tuple(width), constant_values=value)
+
+
+def crop_hw(x: Any, pads, axes: tuple[int, int]) -> Any:
+    """Inverse of :func:`pad_hw`: drop the padded border again."""
+    if not any(pads):
+        return x
+    index = [slice(None)] * x.ndim
+    index[axes[0]] = slice(pads[0], x.shape[axes[0]] - pads[1])
+    index[axes[1]] = slice(pads[2], x.shape[axes[1]] - pads[3])
+    return x[tuple(index)]
+
+
+def accumulate(target: Any, index: tuple, values: Any) -> Any:
+    """``target[index] += values`` on every backend (in place where arrays are writable)."""
+    return xpx.at(target)[index].add(values)

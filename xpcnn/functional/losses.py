@@ -1,0 +1,74 @@
+"""Losses, each returning ``(loss, dloss/dinput)`` in one call.
+
+softmax_cross_entropy:  L = -(1/N) Σ_n Σ_k t[n,k] log softmax(z)[n,k];  dL/dz = (softmax(z) - t) / N
+mse_loss:               L = (1/M) Σ (p - t)²  (M = number of elements);  dL/dp = 2 (p - t) / M
+"""
+from __future__ import annotations
+
+import array_api_compat
+
+from . import _checks
+from .activations import log_softmax_forward
+
+_CE = "softmax_cross_entropy"
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy of softmax(logits) against ``labels``.
+
+    logits (N, K) float; labels either integer class indices (N,) in [0, K) or probability
+    targets (N, K) whose rows sum to 1. Returns ``(loss, dlogits)``: a 0-d array and (N, K).
+    Uses log-softmax shifted by the row maximum, so logits of ±1e4 stay finite.
+    """
+    xp = _checks.namespace(_CE, logits, labels)
+    _checks.check_float(_CE, "logits", logits, xp)
+    _checks.check_ndim(_CE, "logits", logits, 2, "(N, K)")
+    n, k = logits.shape
+    if n == 0:
+        raise ValueError(f"{_CE}: logits is an empty batch, shape {tuple(logits.shape)}")
+    target = _targets(xp, logits, labels)
+    log_p, _ = log_softmax_forward(logits)
+    loss = -xp.sum(target * log_p) / n
+    dlogits = (xp.exp(log_p) - target) / n
+    return loss, dlogits
+
+
+def _targets(xp, logits, labels):
+    n, k = logits.shape
+    if xp.isdtype(labels.dtype, "integral"):
+        if tuple(labels.shape) != (n,):
+            raise ValueError(f"{_CE}: integer labels must have shape ({n},), got {tuple(labels.shape)}")
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= k:
+            raise ValueError(f"{_CE}: labels must lie in [0, {k}), got values from {low} to {high}")
+        classes = xp.arange(k, dtype=labels.dtype, device=array_api_compat.device(labels))
+        return xp.astype(labels[:, None] == classes, logits.dtype)
+    if labels.dtype == xp.bool:
+        raise TypeError(f"{_CE}: labels must be integer class indices or float probabilities, got dtype bool")
+    _checks.check_float(_CE, "labels", labels, xp)
+    if tuple(labels.shape) != (n, k):
+        raise ValueError(f"{_CE}: probability targets must have shape ({n}, {k}), got {tuple(labels.shape)}")
+    if not bool(xp.all(xp.isfinite(labels))) or bool(xp.any(labels < 0)):
+        raise ValueError(f"{_CE}: probability targets must be finite and non-negative")
+    row_sums = xp.sum(labels, axis=1)
+    tolerance = 1e-3 if labels.dtype == xp.float32 else 1e-6
+    if bool(xp.any(xp.abs(row_sums - 1.0) > tolerance)):
+        worst = float(xp.max(xp.abs(row_sums - 1.0)))
+        raise ValueError(f"{_CE}: each row of probability targets must sum to 1, off by up to {worst:.3g}")
+    return xp.astype(labels, logits.dtype)
+
+
+def mse_loss(pred, target):
+    """Mean squared error over all elements. Returns ``(loss, dpred)``; pred and target share a shape."""
+    xp = _checks.namespace("mse_loss", pred, target)
+    _checks.check_float("mse_loss", "pred", pred, xp)
+    _checks.check_float("mse_loss", "target", target, xp)
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"mse_loss: target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
+    count = 1
+    for size in pred.shape:
+        count *= size
+    if count == 0:
+        raise ValueError(f"mse_loss: pred is empty, shape {tuple(pred.shape)}")
+    diff = pred - xp.astype(target, pred.dtype)
+    return xp.sum(diff * diff) / count, diff * (2.0 / count)

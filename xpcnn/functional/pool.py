@@ -1,0 +1,113 @@
+"""Max and average pooling over NCHW inputs.
+
+Max pooling:  y[n, c, p, q] = max over the window;  backward routes δ to the argmax
+(the first maximum in row-major window order when there is a tie), zero elsewhere.
+Average pooling:  y = (1/|window|) * sum over the window;  backward spreads δ/|window|
+evenly over the window ("upsampling" of δ).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+from . import _checks, _windows
+
+
+@dataclass
+class PoolCache:
+    x_shape: tuple
+    kernel: tuple
+    stride: tuple
+    pads: tuple
+    out_hw: tuple
+    argmax: Any = None      # max pooling: (N, C, OH, OW) window index of the maximum
+    divisor: Any = None     # average pooling: window sizes, broadcastable to y
+
+
+def _geometry(op: str, x, kernel_size, stride, padding):
+    xp = _checks.namespace(op, x)
+    _checks.check_float(op, "x", x, xp)
+    _checks.check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    kernel = _checks.pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else _checks.pair(op, "stride", stride, 1)
+    ph, pw = _checks.pair(op, "padding", padding, 0)
+    if 2 * ph > kernel[0] or 2 * pw > kernel[1]:
+        raise ValueError(f"{op}: padding must be at most half the kernel size {kernel}, got padding {padding!r}")
+    pads = (ph, ph, pw, pw)
+    out_hw = _checks.check_window(op, x.shape, kernel, stride, pads)
+    return xp, kernel, stride, pads, out_hw
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling. x (N, C, H, W) -> ``(y, cache)``, y (N, C, OH, OW); stride defaults to kernel_size.
+
+    Padding uses the dtype's lowest finite value, so a padded cell never wins.
+    """
+    op = "max_pool2d"
+    xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
+    lowest = float(xp.finfo(x.dtype).min)
+    x_pad = _windows.pad_hw(x, pads, (2, 3), value=lowest)
+    windows = xp.stack([x_pad[:, :, rows, cols] for _, rows, cols in
+                        _windows.offsets(kernel, stride, (1, 1), out_hw)], axis=-1)   # (N, C, OH, OW, K)
+    y = xp.max(windows, axis=-1)
+    argmax = xp.argmax(windows, axis=-1)
+    return y, PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
+
+
+def max_pool2d_backward(dy, cache: PoolCache):
+    """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
+    xp = _checks.namespace("max_pool2d_backward", dy, cache.argmax)
+    _check_dy("max_pool2d_backward", dy, cache)
+    k = cache.kernel[0] * cache.kernel[1]
+    positions = xp.arange(k, dtype=cache.argmax.dtype, device=array_api_compat.device(dy))
+    routed = xp.astype(cache.argmax[..., None] == positions, dy.dtype) * dy[..., None]   # (N, C, OH, OW, K)
+    return _fold(xp, dy, cache, lambda index: routed[..., index])
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling. x (N, C, H, W) -> ``(y, cache)``; stride defaults to kernel_size.
+
+    With ``count_include_pad=False`` each window is divided by its number of real (unpadded) cells.
+    """
+    op = "avg_pool2d"
+    xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
+    x_pad = _windows.pad_hw(x, pads, (2, 3))
+    total = None
+    for _, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
+        window = x_pad[:, :, rows, cols]
+        total = window if total is None else total + window
+    if count_include_pad or not any(pads):
+        divisor = float(kernel[0] * kernel[1])
+    else:
+        ones = xp.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype, device=array_api_compat.device(x))
+        ones = _windows.pad_hw(ones, pads, (2, 3))
+        divisor = sum(ones[:, :, rows, cols] for _, rows, cols in
+                      _windows.offsets(kernel, stride, (1, 1), out_hw))
+    y = total / divisor
+    return y, PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, divisor=divisor)
+
+
+def avg_pool2d_backward(dy, cache: PoolCache):
+    """dx (N, C, H, W): each window cell receives δ / |window|."""
+    xp = _checks.namespace("avg_pool2d_backward", dy)
+    _check_dy("avg_pool2d_backward", dy, cache)
+    share = dy / cache.divisor
+    return _fold(xp, dy, cache, lambda index: share)
+
+
+def _check_dy(op, dy, cache):
+    expected = (cache.x_shape[0], cache.x_shape[1], *cache.out_hw)
+    if tuple(dy.shape) != expected:
+        raise ValueError(f"{op}: dy must have shape {expected}, got {tuple(dy.shape)}")
+
+
+def _fold(xp, dy, cache, contribution):
+    """col2im: add each kernel offset's contribution into a padded dx, then crop the padding."""
+    n, c, h, w = cache.x_shape
+    top, bottom, left, right = cache.pads
+    dx = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=dy.dtype, device=array_api_compat.device(dy))
+    for k, rows, cols in _windows.offsets(cache.kernel, cache.stride, (1, 1), cache.out_hw):
+        dx = _windows.accumulate(dx, (slice(None), slice(None), rows, cols), contribution(k))
+    return _windows.crop_hw(dx, cache.pads, (2, 3))
