@@ -2,12 +2,15 @@
 from .backend import (
     BACKEND_NAMES, Backend, BackendUnavailable, get_backend, set_backend, to_backend, to_numpy, use_backend,
 )
-from . import functional
+from . import functional, init, layers, optim
 from .gradcheck import GradcheckError, gradcheck
+from .layers import Parameter
+from .model import Sequential
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKEND_NAMES", "Backend", "BackendUnavailable", "get_backend", "set_backend", "use_backend",
-    "to_backend", "to_numpy", "functional", "gradcheck", "GradcheckError", "__version__",
+    "to_backend", "to_numpy", "functional", "init", "layers", "optim", "gradcheck", "GradcheckError",
+    "Parameter", "Sequential", "__version__",
 ]

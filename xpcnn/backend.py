@@ -181,6 +181,11 @@ def backend_of(array: Any) -> str:
     raise TypeError(f"expected an array, got {type(array).__name__}")
 
 
+def dtype_name(array: Any) -> str:
+    """The dtype of any backend's array as a plain name: ``"float32"``, ``"int64"``, ..."""
+    return str(array.dtype).rsplit(".", 1)[-1]
+
+
 def to_numpy(array: Any) -> np.ndarray:
     """Copy any backend's array to a host NumPy array (a NumPy array is returned as is)."""
     if isinstance(array, np.ndarray):

@@ -10,6 +10,9 @@ from .activations import (
 )
 from .conv import Conv2dCache, conv2d_backward, conv2d_forward
 from .linear import LinearCache, linear_backward, linear_forward
+from .normalization import (
+    BatchNormCache, batch_norm2d_backward, batch_norm2d_forward, dropout_backward, dropout_forward,
+)
 from .losses import mse_loss, softmax_cross_entropy
 from .pool import PoolCache, avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
@@ -21,4 +24,5 @@ __all__ = [
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
     "softmax_cross_entropy", "mse_loss",
+    "batch_norm2d_forward", "batch_norm2d_backward", "BatchNormCache", "dropout_forward", "dropout_backward",
 ]

@@ -1,0 +1,122 @@
+"""Parameter and the Layer base class: thin stateful wrappers over xpcnn.functional."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend, backend_of, resolve, to_backend
+
+
+class Parameter:
+    """A trainable array: ``.data`` (on the model's backend) and ``.grad`` (same shape, or None)."""
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: Any):
+        self.data = data
+        self.grad = None
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={self.data.dtype}, backend={backend_of(self.data)})"
+
+
+class Layer:
+    """Base class. Subclasses implement ``output_shape``, ``forward`` and ``backward``.
+
+    ``forward(x)`` keeps what ``backward`` needs in ``self.cache``; ``backward(dy)`` stores
+    parameter gradients in ``param.grad`` (adding to an existing gradient, as PyTorch does)
+    and returns dx.
+    """
+
+    param_names: tuple[str, ...] = ()
+    buffer_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.training = True
+        self.cache: Any = None
+        self.backend: Backend | None = None
+        self.rng: np.random.Generator | None = None
+
+    # ------------------------------------------------------------------ construction
+    def init_parameters(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Host float64 values of this layer's parameters (drawn from ``rng``)."""
+        return {}
+
+    def init_buffers(self) -> dict[str, np.ndarray]:
+        """Host values of non-trainable state (BatchNorm's running statistics)."""
+        return {}
+
+    def build(self, backend: Backend | str | None = None, rng: np.random.Generator | None = None,
+              dtype: str = "float32") -> "Layer":
+        """Create the parameters on ``backend`` from ``rng`` (Sequential does this for its layers)."""
+        self.backend = resolve(backend)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.dtype = dtype
+        for name, value in self.init_parameters(self.rng).items():
+            setattr(self, name, None if value is None else Parameter(to_backend(value, self.backend, dtype=dtype)))
+        for name, value in self.init_buffers().items():
+            buffer_dtype = dtype if np.asarray(value).dtype.kind == "f" else None
+            setattr(self, name, to_backend(value, self.backend, dtype=buffer_dtype))
+        return self
+
+    def _ensure_built(self, x: Any) -> None:
+        if self.backend is None:
+            self.build(backend_of(x), None, "float64" if "64" in str(x.dtype) else "float32")
+
+    # ------------------------------------------------------------------ interface
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        return [(name, getattr(self, name)) for name in self.param_names if getattr(self, name, None) is not None]
+
+    def named_buffers(self) -> list[tuple[str, Any]]:
+        return [(name, getattr(self, name)) for name in self.buffer_names if getattr(self, name, None) is not None]
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """The output shape for ``input_shape``, or a ValueError naming this layer."""
+        return tuple(input_shape)
+
+    def forward(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, dy: Any, need_dx: bool = True) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def to(self, backend: Backend | str) -> "Layer":
+        """Move parameters and buffers to ``backend`` (gradients and the cache are dropped)."""
+        self.backend = resolve(backend)
+        for _, param in self.named_parameters():
+            param.data, param.grad = to_backend(param.data, self.backend), None
+        for name, value in self.named_buffers():
+            setattr(self, name, to_backend(value, self.backend))
+        self.cache = None
+        return self
+
+    def _accumulate(self, param: Parameter | None, grad: Any) -> None:
+        if param is not None and grad is not None:
+            param.grad = grad if param.grad is None else param.grad + grad
+
+    def fail(self, input_shape: tuple, expected: str) -> ValueError:
+        """The error a layer raises for an input it cannot take."""
+        return ValueError(f"{self!r}: expected {expected}, got {tuple(input_shape)}")
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def describe(self) -> str:
+        """A one-line description for ``Sequential.summary`` (the repr unless a layer says more)."""
+        return repr(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def check_ndim(layer: Layer, input_shape: tuple, ndim: int, layout: str) -> None:
+    if len(input_shape) != ndim:
+        raise layer.fail(input_shape, f"a {ndim}-D input {layout}")

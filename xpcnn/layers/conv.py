@@ -1,0 +1,88 @@
+"""Conv2D: holds weight (C_out, C_in/groups, kH, kW) and bias (C_out,); math in functional.conv."""
+from __future__ import annotations
+
+from ..functional import _checks, conv2d_backward, conv2d_forward
+from ..functional.conv import conv_padding
+from .. import init
+from .base import Layer, check_ndim
+
+
+class Conv2D(Layer):
+    """2-D convolution with PyTorch's argument names.
+
+    Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW). The default weight_init is
+    Kaiming-uniform (suited to ReLU); use ``"torch_default"`` for PyTorch's initial distribution.
+    """
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, weight_init="kaiming_uniform", bias_init="zeros"):
+        super().__init__()
+        name = f"Conv2D({in_channels}->{out_channels})"
+        for argument, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {argument} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = _checks.pair(name, "stride", stride, 1)
+        self.dilation = _checks.pair(name, "dilation", dilation, 1)
+        self.padding = padding
+        self.pads = conv_padding(name, padding, self.kernel_size, self.stride, self.dilation)
+        self.use_bias = bool(bias)
+        self.weight_init = init.get(name, "weight_init", weight_init)
+        self.bias_init = init.get(name, "bias_init", bias_init)
+        self.weight = self.bias = None
+
+    def init_parameters(self, rng):
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels // self.groups * kh * kw
+        fan_out = self.out_channels // self.groups * kh * kw
+        shape = (self.out_channels, self.in_channels // self.groups, kh, kw)
+        weight = self.weight_init(rng, shape, fan_in, fan_out)
+        bias = self.bias_init(rng, (self.out_channels,), fan_in, fan_out) if self.use_bias else None
+        return {"weight": weight, "bias": bias}
+
+    def output_shape(self, input_shape):
+        check_ndim(self, input_shape, 4, "(N, C, H, W)")
+        if input_shape[1] != self.in_channels:
+            raise ValueError(f"{self!r}: expected input with {self.in_channels} channels, got shape {tuple(input_shape)}")
+        try:
+            oh, ow = _checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, self.pads,
+                                          self.dilation)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return (input_shape[0], self.out_channels, oh, ow)
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.output_shape(tuple(x.shape))
+        y, self.cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                       stride=self.stride, padding=self.padding, dilation=self.dilation,
+                                       groups=self.groups)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx, dweight, dbias = conv2d_backward(dy, self.cache, need_dx=need_dx)
+        self._accumulate(self.weight, dweight)
+        self._accumulate(self.bias, dbias)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_channels}->{self.out_channels}"
+
+    def describe(self) -> str:
+        k = "x".join(map(str, self.kernel_size))
+        parts = [f"{self.in_channels}->{self.out_channels}", f"k={k}"]
+        if self.stride != (1, 1):
+            parts.append(f"s={self.stride[0] if self.stride[0] == self.stride[1] else self.stride}")
+        if any(self.pads):
+            parts.append(f"p={self.padding}")
+        if self.dilation != (1, 1):
+            parts.append(f"d={self.dilation}")
+        if self.groups != 1:
+            parts.append(f"g={self.groups}")
+        return f"Conv2D({', '.join(parts)})"

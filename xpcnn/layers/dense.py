@@ -1,0 +1,70 @@
+"""Dense (fully connected) and Flatten."""
+from __future__ import annotations
+
+from ..functional import linear_backward, linear_forward
+from .. import init
+from .base import Layer, check_ndim
+
+
+class Dense(Layer):
+    """y = x @ W^T + b with weight (out_features, in_features), as torch.nn.Linear. Input (N, in_features)."""
+
+    param_names = ("weight", "bias")
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 weight_init="kaiming_uniform", bias_init="zeros"):
+        super().__init__()
+        name = f"Dense({in_features}->{out_features})"
+        for argument, value in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {argument} must be a positive int, got {value!r}")
+        self.in_features, self.out_features, self.use_bias = in_features, out_features, bool(bias)
+        self.weight_init = init.get(name, "weight_init", weight_init)
+        self.bias_init = init.get(name, "bias_init", bias_init)
+        self.weight = self.bias = None
+
+    def init_parameters(self, rng):
+        shape = (self.out_features, self.in_features)
+        weight = self.weight_init(rng, shape, self.in_features, self.out_features)
+        bias = self.bias_init(rng, (self.out_features,), self.in_features, self.out_features) if self.use_bias else None
+        return {"weight": weight, "bias": bias}
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 2 or input_shape[1] != self.in_features:
+            raise self.fail(input_shape, f"(N, {self.in_features})")
+        return (input_shape[0], self.out_features)
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.output_shape(tuple(x.shape))
+        y, self.cache = linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx, dweight, dbias = linear_backward(dy, self.cache, need_dx=need_dx)
+        self._accumulate(self.weight, dweight)
+        self._accumulate(self.bias, dbias)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_features}->{self.out_features}"
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W); backward reshapes δ back."""
+
+    def output_shape(self, input_shape):
+        if len(input_shape) < 2:
+            raise self.fail(input_shape, "an input with a batch axis and at least one more")
+        size = 1
+        for extent in input_shape[1:]:
+            size *= extent
+        return (input_shape[0], size)
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.cache = tuple(x.shape)
+        return self.backend.xp.reshape(x, self.output_shape(self.cache))
+
+    def backward(self, dy, need_dx=True):
+        return self.backend.xp.reshape(dy, self.cache)

@@ -1,0 +1,86 @@
+"""MaxPool2D, AvgPool2D and GlobalAvgPool2D."""
+from __future__ import annotations
+
+from ..functional import (
+    _checks, avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+)
+from .base import Layer, check_ndim
+
+
+class _Pool2D(Layer):
+    kind = ""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        name = f"{type(self).__name__}({kernel_size})"
+        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _checks.pair(name, "stride", stride, 1)
+        ph, pw = _checks.pair(name, "padding", padding, 0)
+        if 2 * ph > self.kernel_size[0] or 2 * pw > self.kernel_size[1]:
+            raise ValueError(f"{name}: padding must be at most half the kernel size, got {padding!r}")
+        self.padding = (ph, pw)
+
+    def output_shape(self, input_shape):
+        check_ndim(self, input_shape, 4, "(N, C, H, W)")
+        ph, pw = self.padding
+        try:
+            oh, ow = _checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, (ph, ph, pw, pw))
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return (input_shape[0], input_shape[1], oh, ow)
+
+    def extra_repr(self):
+        k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
+        text = f"{k}"
+        if self.stride != self.kernel_size:
+            text += f", stride={self.stride}"
+        if any(self.padding):
+            text += f", padding={self.padding}"
+        return text
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling; backward routes δ to each window's maximum."""
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.output_shape(tuple(x.shape))
+        y, self.cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return max_pool2d_backward(dy, self.cache)
+
+
+class AvgPool2D(_Pool2D):
+    """Average pooling; backward spreads δ evenly over each window."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = count_include_pad
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.output_shape(tuple(x.shape))
+        y, self.cache = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return avg_pool2d_backward(dy, self.cache)
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each feature map (average pooling over the whole map)."""
+
+    def output_shape(self, input_shape):
+        check_ndim(self, input_shape, 4, "(N, C, H, W)")
+        return (input_shape[0], input_shape[1])
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.output_shape(tuple(x.shape))
+        y, self.cache = avg_pool2d_forward(x, (x.shape[2], x.shape[3]))
+        return self.backend.xp.reshape(y, (x.shape[0], x.shape[1]))
+
+    def backward(self, dy, need_dx=True):
+        return avg_pool2d_backward(self.backend.xp.reshape(dy, (dy.shape[0], dy.shape[1], 1, 1)), self.cache)

@@ -1,0 +1,97 @@
+"""Dropout and BatchNorm2D."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import to_backend
+from .base import Layer, check_ndim
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each value is kept with probability 1 - p and scaled by 1/(1-p);
+    in evaluation it is the identity. Masks come from the model's host RNG, so a seed gives
+    the same masks on every backend."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x):
+        self._ensure_built(x)
+        if not self.training or self.p == 0.0:
+            self.cache = None
+            return x
+        keep = self.rng.random(tuple(x.shape), dtype=np.float32) >= self.p
+        y, self.cache = F.dropout_forward(x, to_backend(keep, self.backend), self.p)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return dy if self.cache is None else F.dropout_backward(dy, self.cache)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class BatchNorm2D(Layer):
+    """Batch normalisation per channel (torch.nn.BatchNorm2d's names and defaults).
+
+    Training uses the batch statistics and updates ``running_mean``/``running_var`` as
+    r <- (1 - momentum) r + momentum * batch statistic (the variance unbiased, as PyTorch does);
+    evaluation uses the running statistics.
+    """
+
+    param_names = ("weight", "bias")
+    buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
+        super().__init__()
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
+            raise ValueError(f"BatchNorm2D: num_features must be a positive int, got {num_features!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm2D({num_features}): momentum must be in [0, 1], got {momentum!r}")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm2D({num_features}): eps must be > 0, got {eps!r}")
+        self.num_features, self.eps, self.momentum, self.affine = num_features, float(eps), float(momentum), affine
+        self.weight = self.bias = None
+
+    def init_parameters(self, rng):
+        if not self.affine:
+            return {}
+        return {"weight": np.ones(self.num_features), "bias": np.zeros(self.num_features)}
+
+    def init_buffers(self):
+        return {"running_mean": np.zeros(self.num_features), "running_var": np.ones(self.num_features),
+                "num_batches_tracked": np.asarray(0, dtype=np.int64)}
+
+    def output_shape(self, input_shape):
+        check_ndim(self, input_shape, 4, "(N, C, H, W)")
+        if input_shape[1] != self.num_features:
+            raise ValueError(f"{self!r}: expected input with {self.num_features} channels, got shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.output_shape(tuple(x.shape))
+        y, self.cache = F.batch_norm2d_forward(
+            x, None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
+            self.running_mean, self.running_var, training=self.training, eps=self.eps)
+        if self.training:
+            m, count = self.momentum, self.cache.count
+            unbiased = self.cache.batch_var * (count / (count - 1))
+            self.running_mean = (1.0 - m) * self.running_mean + m * self.cache.batch_mean
+            self.running_var = (1.0 - m) * self.running_var + m * unbiased
+            self.num_batches_tracked = self.num_batches_tracked + 1
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx, dweight, dbias = F.batch_norm2d_backward(dy, self.cache)
+        if self.affine:
+            self._accumulate(self.weight, dweight)
+            self._accumulate(self.bias, dbias)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}"

@@ -1,0 +1,210 @@
+"""Sequential: a list of layers, run forward in order and backward in reverse."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import array_api_compat
+import numpy as np
+
+from .backend import Backend, backend_of, resolve, to_backend, to_numpy
+from .layers.base import Layer, Parameter
+
+_DTYPES = ("float32", "float64")
+
+
+class Sequential:
+    """A feed-forward stack of layers on one backend.
+
+    ``Sequential(layers, backend=None, seed=None, dtype="float32")``: the parameters are drawn from
+    ``numpy.random.default_rng(seed)`` on the host, then moved to ``backend`` (default: the current
+    backend), so one seed gives the same model on every backend. The same generator then draws
+    dropout masks.
+
+    Inputs may be arrays of the model's backend, or NumPy arrays (moved to the model's backend and
+    cast to its dtype). An array of another backend is refused: move it with ``xpcnn.to_backend``.
+    """
+
+    def __init__(self, layers: Iterable[Layer], backend: str | Backend | None = None, seed: int | None = None,
+                 dtype: str = "float32"):
+        layers = list(layers)
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {index} is a {type(layer).__name__}, not an xpcnn layer")
+        if dtype not in _DTYPES:
+            raise ValueError(f"Sequential: dtype must be one of {_DTYPES}, got {dtype!r}")
+        self.layers = layers
+        self.backend = resolve(backend)
+        self.dtype = dtype
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.training = True
+        self._checked_shapes: dict[tuple, tuple] = {}
+        for layer in layers:
+            layer.build(self.backend, self.rng, dtype)
+
+    # ------------------------------------------------------------------ running
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def forward(self, x: Any) -> Any:
+        """Run every layer in order; the shapes are checked for the whole stack before any layer runs."""
+        x = self.prepare_input(x)
+        self.output_shape(tuple(x.shape))
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+        """Backpropagate dL/dy through the layers in reverse; parameter gradients are added to ``.grad``.
+
+        Returns dL/dx, or None with ``input_grad=False`` (the first layer then skips its input gradient).
+        """
+        dy = self.prepare_input(dy, name="dy")
+        last = len(self.layers) - 1
+        for index in range(last, -1, -1):
+            dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
+        return dy if input_grad else None
+
+    def prepare_input(self, x: Any, name: str = "x") -> Any:
+        """Move a host (NumPy) array to the model's backend and dtype; refuse another backend's array."""
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        try:
+            source = backend_of(x)
+        except TypeError:
+            raise TypeError(f"Sequential: {name} must be an array, got {type(x).__name__}") from None
+        if source == self.backend.name:
+            if x.dtype != getattr(self.backend.xp, self.dtype):
+                self._check_float(x, name)
+                x = self.backend.xp.astype(x, getattr(self.backend.xp, self.dtype))
+            return x
+        if source != "numpy":
+            raise TypeError(f"Sequential: {name} is a {source} array but the model is on {self.backend.name}; "
+                            f"move it with xpcnn.to_backend({name}, {self.backend.name!r}) or model.to({source!r})")
+        self._check_float(x, name)
+        return to_backend(x, self.backend, dtype=self.dtype)
+
+    def _check_float(self, x: Any, name: str) -> None:
+        if not array_api_compat.array_namespace(x).isdtype(x.dtype, "real floating"):
+            raise TypeError(f"Sequential: {name} must be a floating-point array (the model computes in {self.dtype}), "
+                            f"got dtype {x.dtype}; convert images with x.astype('float32') / 255")
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """Walk the shapes through every layer; a layer that cannot take its input raises, named with its index."""
+        input_shape = tuple(int(s) for s in input_shape)
+        known = self._checked_shapes.get(input_shape)
+        if known is not None:
+            return known
+        shape = input_shape
+        for index, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ValueError as exc:
+                raise ValueError(f"layer {index}: {exc}") from None
+        if len(self._checked_shapes) > 64:
+            self._checked_shapes.clear()
+        self._checked_shapes[input_shape] = shape
+        return shape
+
+    # ------------------------------------------------------------------ parameters and modes
+    def named_parameters(self) -> list[tuple[str, Parameter]]:
+        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> "Sequential":
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.training = self.training
+        return self
+
+    def eval(self) -> "Sequential":
+        return self.train(False)
+
+    def to(self, backend: str | Backend) -> "Sequential":
+        """Move every parameter and buffer to ``backend`` (in place; returns the model)."""
+        self.backend = resolve(backend)
+        for layer in self.layers:
+            layer.to(self.backend)
+        return self
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host NumPy copies of parameters and buffers, keyed as torch.nn.Sequential keys them."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for name, param in layer.named_parameters():
+                state[f"{i}.{name}"] = np.array(to_numpy(param.data), copy=True)
+            for name, value in layer.named_buffers():
+                state[f"{i}.{name}"] = np.array(to_numpy(value), copy=True)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load arrays (NumPy, torch tensors, ... any backend) by key; every mismatch is listed in one error
+        and nothing is changed unless every key fits."""
+        expected = self.state_dict()
+        problems = []
+        host = {}
+        for key, value in state.items():
+            if key not in expected:
+                problems.append(f"unexpected key {key!r}")
+                continue
+            array = to_numpy(value)
+            if array.shape != expected[key].shape:
+                problems.append(f"{key!r}: expected shape {expected[key].shape}, got {array.shape}")
+            elif expected[key].dtype.kind != array.dtype.kind and not (
+                    expected[key].dtype.kind in "iu" and array.dtype.kind in "iu"):
+                problems.append(f"{key!r}: expected a {expected[key].dtype.kind!r}-kind dtype like "
+                                f"{expected[key].dtype}, got {array.dtype}")
+            elif array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                problems.append(f"{key!r}: holds NaN or infinity")
+            else:
+                host[key] = array
+        problems += [f"missing key {key!r}" for key in expected if key not in state]
+        if problems:
+            raise ValueError("load_state_dict: the state does not fit this model:\n  " + "\n  ".join(problems))
+        for i, layer in enumerate(self.layers):
+            for name, param in layer.named_parameters():
+                param.data, param.grad = to_backend(host[f"{i}.{name}"], self.backend, dtype=self.dtype), None
+            for name, value in layer.named_buffers():
+                kind_dtype = self.dtype if host[f"{i}.{name}"].dtype.kind == "f" else None
+                setattr(layer, name, to_backend(np.ascontiguousarray(host[f"{i}.{name}"]), self.backend,
+                                                dtype=kind_dtype))
+        self._checked_shapes.clear()
+
+    # ------------------------------------------------------------------ description
+    def summary(self, input_shape: tuple) -> str:
+        """A table of layers, output shapes and parameter counts for an input of ``input_shape``
+        (with or without the batch axis)."""
+        shape = tuple(input_shape)
+        if len(shape) in (1, 3):
+            shape = (1,) + shape
+        rows = [("#", "layer", "output shape", "params")]
+        total = 0
+        for index, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ValueError as exc:
+                raise ValueError(f"summary: layer {index}: {exc}") from None
+            count = sum(int(np.prod(p.shape)) for _, p in layer.named_parameters())
+            total += count
+            rows.append((str(index), layer.describe(), str(("N",) + shape[1:]).replace("'", ""),
+                         f"{count:,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+
+        def format_row(row):
+            return "  ".join(cell.rjust(w) if c == 3 else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+
+        line = "  ".join("-" * w for w in widths)
+        text = [line, format_row(rows[0]), line] + [format_row(row) for row in rows[1:]]
+        text += [line, f"total parameters: {total:,}   backend: {self.backend.name}   dtype: {self.dtype}"]
+        return "\n".join(text)
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(backend={self.backend.name!r}, dtype={self.dtype!r},\n{inner}\n)"

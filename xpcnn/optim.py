@@ -1,0 +1,328 @@
+"""Optimizers and learning-rate schedules, with the update rules torch.optim documents.
+
+Every update rebinds ``param.data`` to a new array instead of writing in place, so the same
+code runs on backends whose arrays are immutable (JAX). State (momentum buffers, moment
+estimates) is created lazily with ``zeros_like(param.data)``, on the parameter's device.
+
+With g = grad + weight_decay * θ (AdamW decays θ directly instead), t = step count:
+
+    SGD        b = μ b + (1 - τ) g  (b = g at t = 1);  g' = g + μ b (Nesterov) or b;  θ -= lr g'
+    Adagrad    s += g²;  θ -= lr / (1 + (t - 1) lr_decay) · g / (sqrt(s) + ε)
+    RMSprop    v = α v + (1 - α) g²;  θ -= lr g / (sqrt(v) + ε)   (momentum and centred variants)
+    Adam       m = β1 m + (1 - β1) g;  v = β2 v + (1 - β2) g²;  θ -= lr/(1 - β1^t) · m / (sqrt(v)/sqrt(1 - β2^t) + ε)
+    AdamW      θ *= 1 - lr λ, then Adam without weight decay in g
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import array_api_compat
+import numpy as np
+
+from .backend import backend_of, dtype_name, to_backend, to_numpy
+from .layers.base import Parameter
+
+
+def _check(owner: str, name: str, value: Any, low: float, high: float | None = None,
+           low_open: bool = False, high_open: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+        raise ValueError(f"{owner}: {name} must be in {left}{low}, {right}, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: holds the parameters, the learning rate and lazily created per-parameter state."""
+
+    possible_state: tuple[str, ...] = ()   # every per-parameter entry this class may keep
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """The per-parameter arrays created as zeros on first use (for the current hyper-parameters)."""
+        return ()
+
+    def __init__(self, params: Iterable[Parameter], lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        for index, p in enumerate(self.params):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{type(self).__name__}: parameter {index} is a {type(p).__name__}, not a Parameter; "
+                                "pass model.parameters()")
+        self.lr = _check(type(self).__name__, "lr", lr, 0.0)
+        self.step_count = 0
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient. Gradients are checked first, so a NaN or a wrong
+        shape leaves every parameter and every state unchanged."""
+        for index, p in enumerate(self.params):
+            if p.grad is not None and tuple(p.grad.shape) != tuple(p.data.shape):
+                raise ValueError(f"{type(self).__name__}: gradient {index} has shape {tuple(p.grad.shape)}, "
+                                 f"its parameter {tuple(p.data.shape)}")
+        self.step_count += 1
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            xp = array_api_compat.array_namespace(p.data)
+            for name, value in state.items():
+                if name != "step" and backend_of(value) != backend_of(p.data):  # the model moved: state follows
+                    state[name] = to_backend(value, backend_of(p.data))
+            for name in self.state_names:
+                if name not in state:
+                    state[name] = xp.zeros_like(p.data)
+            state["step"] = state.get("step", 0) + 1
+            p.data = self.update(xp, p.data, xp.astype(p.grad, p.data.dtype), state)
+
+    def update(self, xp, theta, grad, state):
+        """Return the new θ from the old θ, its gradient and its state (``state["step"]`` counts its updates)."""
+        raise NotImplementedError
+
+    @property
+    def valid_state(self) -> tuple[str, ...]:
+        return ("step",) + self.possible_state
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Host copies: ``{"step": int, "hyper": {...}, "state": {"0.exp_avg": ndarray, ...}}``."""
+        flat = {f"{i}.{name}": np.array(value if name == "step" else to_numpy(value), copy=True)
+                for i, state in enumerate(self.state) for name, value in state.items()}
+        return {"type": type(self).__name__, "step": self.step_count, "hyper": self.hyperparameters(), "state": flat}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; checked whole before anything changes."""
+        owner = type(self).__name__
+        if saved.get("type", owner) != owner:
+            raise ValueError(f"{owner}.load_state_dict: the state was saved by {saved['type']}")
+        states: list[dict[str, Any]] = [{} for _ in self.params]
+        for key, value in saved.get("state", {}).items():
+            index_text, _, name = key.partition(".")
+            if not index_text.isdigit() or int(index_text) >= len(self.params) or name not in self.valid_state:
+                raise ValueError(f"{owner}.load_state_dict: unexpected state entry {key!r}")
+            param = self.params[int(index_text)]
+            value = to_numpy(value)
+            if name == "step":
+                states[int(index_text)][name] = int(value)
+                continue
+            if value.shape != param.shape:
+                raise ValueError(f"{owner}.load_state_dict: {key!r} has shape {value.shape}, "
+                                 f"its parameter {param.shape}")
+            states[int(index_text)][name] = to_backend(value, backend_of(param.data), dtype=dtype_name(param.data))
+        hyper = dict(saved.get("hyper", {}))
+        for name, value in hyper.items():
+            if not hasattr(self, name):
+                raise ValueError(f"{owner}.load_state_dict: unknown hyper-parameter {name!r}")
+        for name, value in hyper.items():
+            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+        self.state = states
+        self.step_count = int(saved.get("step", 0))
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({hyper})"
+
+
+class SGD(Optimizer):
+    possible_state = ("momentum_buffer",)   # starts as the first gradient, not as zeros
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum = _check("SGD", "momentum", momentum, 0.0, 1.0)
+        self.dampening = _check("SGD", "dampening", dampening, 0.0, 1.0, high_open=False)
+        self.weight_decay = _check("SGD", "weight_decay", weight_decay, 0.0)
+        if nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("SGD: nesterov=True needs momentum > 0 and dampening = 0")
+        self.nesterov = bool(nesterov)
+
+    def update(self, xp, theta, grad, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * theta
+        if self.momentum:
+            previous = state.get("momentum_buffer")
+            buf = grad if previous is None else self.momentum * previous + (1.0 - self.dampening) * grad
+            state["momentum_buffer"] = buf
+            grad = grad + self.momentum * buf if self.nesterov else buf
+        return theta - self.lr * grad
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class Adagrad(Optimizer):
+    possible_state = ("sum",)
+    state_names = possible_state
+
+    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 eps: float = 1e-10):
+        super().__init__(params, lr)
+        self.lr_decay = _check("Adagrad", "lr_decay", lr_decay, 0.0)
+        self.weight_decay = _check("Adagrad", "weight_decay", weight_decay, 0.0)
+        self.eps = _check("Adagrad", "eps", eps, 0.0)
+
+    def update(self, xp, theta, grad, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * theta
+        clr = self.lr / (1.0 + (state["step"] - 1) * self.lr_decay)
+        state["sum"] = state["sum"] + grad * grad
+        return theta - clr * grad / (xp.sqrt(state["sum"]) + self.eps)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay, "eps": self.eps}
+
+
+class RMSprop(Optimizer):
+    possible_state = ("square_avg", "momentum_buffer", "grad_avg")
+
+    @property
+    def state_names(self):
+        return ("square_avg",) + (("momentum_buffer",) if self.momentum else ()) + \
+            (("grad_avg",) if self.centered else ())
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False):
+        super().__init__(params, lr)
+        self.alpha = _check("RMSprop", "alpha", alpha, 0.0, 1.0, high_open=False)
+        self.eps = _check("RMSprop", "eps", eps, 0.0)
+        self.weight_decay = _check("RMSprop", "weight_decay", weight_decay, 0.0)
+        self.momentum = _check("RMSprop", "momentum", momentum, 0.0, 1.0)
+        self.centered = bool(centered)
+
+    def update(self, xp, theta, grad, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * theta
+        state["square_avg"] = self.alpha * state["square_avg"] + (1.0 - self.alpha) * grad * grad
+        average = state["square_avg"]
+        if self.centered:
+            state["grad_avg"] = self.alpha * state["grad_avg"] + (1.0 - self.alpha) * grad
+            average = average - state["grad_avg"] * state["grad_avg"]
+        direction = grad / (xp.sqrt(average) + self.eps)
+        if self.momentum:
+            state["momentum_buffer"] = self.momentum * state["momentum_buffer"] + direction
+            direction = state["momentum_buffer"]
+        return theta - self.lr * direction
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
+                "momentum": self.momentum, "centered": self.centered}
+
+
+class Adam(Optimizer):
+    possible_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    decoupled = False
+
+    @property
+    def state_names(self):
+        return self.possible_state if self.amsgrad else self.possible_state[:2]
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 amsgrad: bool = False):
+        super().__init__(params, lr)
+        owner = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{owner}: betas must be a pair, got {betas!r}")
+        self.betas = (_check(owner, "betas[0]", betas[0], 0.0, 1.0), _check(owner, "betas[1]", betas[1], 0.0, 1.0))
+        self.eps = _check(owner, "eps", eps, 0.0)
+        self.weight_decay = _check(owner, "weight_decay", weight_decay, 0.0)
+        self.amsgrad = bool(amsgrad)
+
+    def update(self, xp, theta, grad, state):
+        beta1, beta2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                theta = theta * (1.0 - self.lr * self.weight_decay)
+            else:
+                grad = grad + self.weight_decay * theta
+        state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * grad
+        state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * grad * grad
+        second = state["exp_avg_sq"]
+        if self.amsgrad:
+            state["max_exp_avg_sq"] = xp.maximum(state["max_exp_avg_sq"], second)
+            second = state["max_exp_avg_sq"]
+        t = state["step"]
+        step_size = self.lr / (1.0 - beta1 ** t)
+        denom = xp.sqrt(second) / math.sqrt(1.0 - beta2 ** t) + self.eps
+        return theta - step_size * (state["exp_avg"] / denom)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay,
+                "amsgrad": self.amsgrad}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): θ shrinks by lr·λ before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
+                 amsgrad: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+
+
+# ---------------------------------------------------------------------------- schedules
+class LRScheduler:
+    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch."""
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: expected an xpcnn optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+
+    def lr_at(self, epoch: int) -> float:
+        raise NotImplementedError
+
+    def step(self) -> float:
+        self.epoch += 1
+        self.optimizer.lr = self.lr_at(self.epoch)
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "epoch": self.epoch, "base_lr": self.base_lr}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.epoch, self.base_lr = int(saved["epoch"]), float(saved["base_lr"])
+        self.optimizer.lr = self.lr_at(self.epoch)
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
+        super().__init__(optimizer)
+        if not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        self.step_size, self.gamma = step_size, _check("StepLR", "gamma", gamma, 0.0)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base_lr - eta_min) (1 + cos(π epoch / T_max)) / 2 (past T_max it rises again, as in PyTorch)."""
+
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
+        super().__init__(optimizer)
+        if not isinstance(T_max, int) or T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
+        self.T_max, self.eta_min = T_max, _check("CosineAnnealingLR", "eta_min", eta_min, 0.0)
+
+    def lr_at(self, epoch):
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
