@@ -6,11 +6,12 @@ from . import functional, init, layers, optim
 from .gradcheck import GradcheckError, gradcheck
 from .layers import Parameter
 from .model import Sequential
+from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKEND_NAMES", "Backend", "BackendUnavailable", "get_backend", "set_backend", "use_backend",
     "to_backend", "to_numpy", "functional", "init", "layers", "optim", "gradcheck", "GradcheckError",
-    "Parameter", "Sequential", "__version__",
+    "Parameter", "Sequential", "load", "load_checkpoint", "Checkpoint", "CheckpointError", "__version__",
 ]

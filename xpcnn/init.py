@@ -62,6 +62,13 @@ def get(owner: str, argument: str, init: str | Callable) -> Callable:
     """Look up an initialiser by name (or accept a callable), with a clear error naming the owner."""
     if callable(init):
         return init
+    if init == "custom":  # a checkpoint of a model built with a custom initialiser: its weights are loaded anyway
+        return kaiming_uniform
     if init not in INITIALIZERS:
         raise ValueError(f"{owner}: unknown {argument} {init!r}; choose one of {', '.join(sorted(INITIALIZERS))}")
     return INITIALIZERS[init]
+
+
+def name_of(init: Callable) -> str:
+    """The registered name of an initialiser (a custom callable is recorded as "custom")."""
+    return next((name for name, fn in INITIALIZERS.items() if fn is init), "custom")

@@ -177,6 +177,27 @@ class Sequential:
                                                 dtype=kind_dtype))
         self._checked_shapes.clear()
 
+    # ------------------------------------------------------------------ training (xpcnn.train, xpcnn.checkpoint)
+    def fit(self, x, y, **kwargs):
+        """Train on host arrays; see :func:`xpcnn.train.fit` for the arguments. Returns a History."""
+        from .train import fit
+        return fit(self, x, y, **kwargs)
+
+    def evaluate(self, x, y, **kwargs) -> dict:
+        """Mean loss and accuracy over ``x``, ``y``; see :func:`xpcnn.train.evaluate`."""
+        from .train import evaluate
+        return evaluate(self, x, y, **kwargs)
+
+    def predict(self, x, **kwargs):
+        """Outputs for ``x`` as a NumPy array; see :func:`xpcnn.train.predict`."""
+        from .train import predict
+        return predict(self, x, **kwargs)
+
+    def save(self, path, **kwargs):
+        """Write a checkpoint (architecture, weights, optionally training state); see :func:`xpcnn.checkpoint.save`."""
+        from .checkpoint import save
+        return save(self, path, **kwargs)
+
     # ------------------------------------------------------------------ description
     def summary(self, input_shape: tuple) -> str:
         """A table of layers, output shapes and parameter counts for an input of ``input_shape``

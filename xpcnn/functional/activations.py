@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
+
 from . import _checks
 
 
@@ -34,15 +36,16 @@ def _axis(op: str, x: Any, axis: int) -> int:
 
 
 def relu_forward(x):
-    """y = max(x, 0); any shape. Returns ``(y, cache)``; the cache is the mask x > 0."""
+    """y = max(x, 0); any shape. Returns ``(y, cache)``; the cache is y (y > 0 exactly where x > 0)."""
     xp = _float_input("relu", x)
-    mask = x > 0
-    return xp.where(mask, x, xp.zeros_like(x)), mask
+    y = xp.maximum(x, xp.zeros((), dtype=x.dtype, device=array_api_compat.device(x)))
+    return y, y
 
 
 def relu_backward(dy, cache):
-    xp = _check_dy("relu_backward", dy, cache)
-    return xp.where(cache, dy, xp.zeros_like(dy))
+    y = cache
+    xp = _check_dy("relu_backward", dy, y)
+    return xp.where(y > 0, dy, xp.zeros((), dtype=dy.dtype, device=array_api_compat.device(dy)))
 
 
 def leaky_relu_forward(x, negative_slope: float = 0.01):

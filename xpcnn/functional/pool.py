@@ -43,16 +43,25 @@ def _geometry(op: str, x, kernel_size, stride, padding):
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """Max pooling. x (N, C, H, W) -> ``(y, cache)``, y (N, C, OH, OW); stride defaults to kernel_size.
 
+    A running maximum over the kH*kW kernel offsets; the cache keeps the window index of each
+    maximum, replaced only by a strictly larger value, so a tie keeps the first in row-major order.
     Padding uses the dtype's lowest finite value, so a padded cell never wins.
     """
     op = "max_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
-    lowest = float(xp.finfo(x.dtype).min)
-    x_pad = _windows.pad_hw(x, pads, (2, 3), value=lowest)
-    windows = xp.stack([x_pad[:, :, rows, cols] for _, rows, cols in
-                        _windows.offsets(kernel, stride, (1, 1), out_hw)], axis=-1)   # (N, C, OH, OW, K)
-    y = xp.max(windows, axis=-1)
-    argmax = xp.argmax(windows, axis=-1)
+    x_pad = _windows.pad_hw(x, pads, (2, 3), value=float(xp.finfo(x.dtype).min))
+    device = array_api_compat.device(x)
+    index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
+    y = argmax = None
+    for k, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
+        window = x_pad[:, :, rows, cols]
+        if y is None:
+            y, argmax = window, xp.zeros(tuple(window.shape), dtype=index_dtype, device=device)
+            continue
+        argmax = xp.where(window > y, xp.asarray(k, dtype=index_dtype, device=device), argmax)
+        y = xp.maximum(y, window)
+    if kernel == (1, 1):
+        y = y + 0.0  # a fresh array, not a view of x
     return y, PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
 
 
@@ -60,10 +69,13 @@ def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
     xp = _checks.namespace("max_pool2d_backward", dy, cache.argmax)
     _check_dy("max_pool2d_backward", dy, cache)
-    k = cache.kernel[0] * cache.kernel[1]
-    positions = xp.arange(k, dtype=cache.argmax.dtype, device=array_api_compat.device(dy))
-    routed = xp.astype(cache.argmax[..., None] == positions, dy.dtype) * dy[..., None]   # (N, C, OH, OW, K)
-    return _fold(xp, dy, cache, lambda index: routed[..., index])
+    zero = xp.zeros((), dtype=dy.dtype, device=array_api_compat.device(dy))
+
+    def routed(k):
+        return xp.where(cache.argmax == xp.asarray(k, dtype=cache.argmax.dtype, device=array_api_compat.device(dy)),
+                        dy, zero)
+
+    return _fold(xp, dy, cache, routed)
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):

@@ -46,6 +46,9 @@ class LeakyReLU(_Activation):
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
 
+    def config(self):
+        return {"negative_slope": self.negative_slope}
+
 
 class Softmax(_Activation):
     """Softmax over ``dim`` (default 1, the class axis). Losses take logits: do not end a model
@@ -62,3 +65,6 @@ class Softmax(_Activation):
 
     def backward(self, dy, need_dx=True):
         return F.softmax_backward(dy, self.cache)
+
+    def config(self):
+        return {"dim": self.dim}

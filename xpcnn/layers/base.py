@@ -106,6 +106,10 @@ class Layer:
         """The error a layer raises for an input it cannot take."""
         return ValueError(f"{self!r}: expected {expected}, got {tuple(input_shape)}")
 
+    def config(self) -> dict:
+        """The constructor arguments, as JSON-able values (checkpoints rebuild the layer from them)."""
+        return {}
+
     def extra_repr(self) -> str:
         return ""
 

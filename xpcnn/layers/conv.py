@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..functional import _checks, conv2d_backward, conv2d_forward
 from ..functional.conv import conv_padding
 from .. import init
+from ..init import name_of as init_name
 from .base import Layer, check_ndim
 
 
@@ -86,3 +87,10 @@ class Conv2D(Layer):
         if self.groups != 1:
             parts.append(f"g={self.groups}")
         return f"Conv2D({', '.join(parts)})"
+
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride), "padding": self.padding if isinstance(self.padding, (int, str))
+                else list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
+                "bias": self.use_bias, "weight_init": init_name(self.weight_init),
+                "bias_init": init_name(self.bias_init)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..functional import linear_backward, linear_forward
 from .. import init
+from ..init import name_of as init_name
 from .base import Layer, check_ndim
 
 
@@ -48,6 +49,10 @@ class Dense(Layer):
 
     def extra_repr(self):
         return f"{self.in_features}->{self.out_features}"
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.use_bias,
+                "weight_init": init_name(self.weight_init), "bias_init": init_name(self.bias_init)}
 
 
 class Flatten(Layer):

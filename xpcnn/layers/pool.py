@@ -38,6 +38,9 @@ class _Pool2D(Layer):
             text += f", padding={self.padding}"
         return text
 
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
+
 
 class MaxPool2D(_Pool2D):
     """Max pooling; backward routes δ to each window's maximum."""
@@ -67,6 +70,9 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, dy, need_dx=True):
         return avg_pool2d_backward(dy, self.cache)
+
+    def config(self):
+        return {**super().config(), "count_include_pad": self.count_include_pad}
 
 
 class GlobalAvgPool2D(Layer):

@@ -34,6 +34,9 @@ class Dropout(Layer):
     def extra_repr(self):
         return f"p={self.p}"
 
+    def config(self):
+        return {"p": self.p}
+
 
 class BatchNorm2D(Layer):
     """Batch normalisation per channel (torch.nn.BatchNorm2d's names and defaults).
@@ -95,3 +98,6 @@ class BatchNorm2D(Layer):
 
     def extra_repr(self):
         return f"{self.num_features}"
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum, "affine": self.affine}

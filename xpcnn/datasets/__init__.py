@@ -1,0 +1,187 @@
+"""Data: the bundled MNIST sample, the standard IDX files, and a batch iterator.
+
+MNIST is by Yann LeCun, Corinna Cortes and Christopher J.C. Burges (CC BY-SA 3.0);
+Fashion-MNIST by Zalando Research (MIT licence).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pathlib
+import urllib.error
+import urllib.request
+from importlib import resources
+from typing import Any, Iterator
+
+import numpy as np
+
+from .._files import atomic_write_bytes
+from ..backend import Backend, resolve, to_backend
+
+SAMPLE_FILE = "mnist_sample.npz"
+
+# name: (mirrors, {file: sha256})
+SOURCES = {
+    "mnist": (
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        {
+            "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+    ),
+    "fashion-mnist": (
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {
+            "train-images-idx3-ubyte.gz": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+            "train-labels-idx1-ubyte.gz": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+            "t10k-images-idx3-ubyte.gz": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+            "t10k-labels-idx1-ubyte.gz": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+        },
+    ),
+}
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+class DataError(ValueError):
+    """A data file is missing, truncated, corrupted or of the wrong format."""
+
+
+def load_mnist_sample() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The bundled 5,000 real MNIST digits (500 per class): ``(x_train, y_train), (x_test, y_test)``.
+
+    Images are uint8 (N, 28, 28), labels uint8 (N,). The split is fixed and stratified:
+    4,000 training images (400 per digit) and 1,000 test images (100 per digit).
+    """
+    with resources.files(__package__).joinpath("data", SAMPLE_FILE).open("rb") as handle:
+        with np.load(handle, allow_pickle=False) as data:
+            return (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"])
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (gzipped or not): magic 0x0000 <type> <ndim>, ndim big-endian uint32 sizes, data."""
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise DataError(f"IDX file not found: {path}") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: not a readable gzip/IDX file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
+        raise DataError(f"{path}: wrong magic number {raw[:4].hex() or 'empty'}; expected 0000 <type> <ndim> of an IDX file")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header ({len(raw)} bytes, expected at least {header})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"{path}: {'truncated' if len(raw) < expected else 'trailing data'}: "
+                        f"shape {shape} needs {expected} bytes, the file has {len(raw)}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_mnist(root: str | os.PathLike, kind: str = "mnist", download: bool = False):
+    """MNIST or Fashion-MNIST from the standard IDX files in ``root``.
+
+    With ``download=True`` missing files are fetched from the dataset's public mirrors, checked
+    against their SHA-256, and written atomically into ``root``. Returns
+    ``(x_train, y_train), (x_test, y_test)`` as uint8 arrays.
+    """
+    if kind not in SOURCES:
+        raise ValueError(f"load_mnist: kind must be one of {', '.join(SOURCES)}, got {kind!r}")
+    root = pathlib.Path(root)
+    mirrors, files = SOURCES[kind]
+    paths = {}
+    for name, digest in files.items():
+        candidates = [root / name, root / name[:-3]]
+        found = next((p for p in candidates if p.exists()), None)
+        if found is None:
+            if not download:
+                raise DataError(f"load_mnist: {root / name} not found; pass download=True "
+                                f"(xpcnn train --data {kind} downloads it) or put the IDX files in {root}")
+            found = _download(mirrors, name, digest, root)
+        paths[name] = found
+    x_train, y_train = read_idx(paths["train-images-idx3-ubyte.gz"]), read_idx(paths["train-labels-idx1-ubyte.gz"])
+    x_test, y_test = read_idx(paths["t10k-images-idx3-ubyte.gz"]), read_idx(paths["t10k-labels-idx1-ubyte.gz"])
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise DataError(f"load_mnist: images and labels in {root} do not match in number")
+    return (x_train, y_train), (x_test, y_test)
+
+
+def _download(mirrors, name: str, digest: str, root: pathlib.Path) -> pathlib.Path:
+    root.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for mirror in mirrors:
+        try:
+            with urllib.request.urlopen(mirror + name, timeout=60) as response:
+                payload = response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            errors.append(f"{mirror}: {exc}")
+            continue
+        actual = hashlib.sha256(payload).hexdigest()
+        if actual != digest:
+            errors.append(f"{mirror}: SHA-256 {actual} does not match {digest}")
+            continue
+        return atomic_write_bytes(root / name, payload)
+    raise DataError(f"could not download {name} (are you offline?): " + "; ".join(errors))
+
+
+def images_to_float(images: np.ndarray, mean: float | None = None, std: float | None = None):
+    """uint8 images (N, H, W) or (N, C, H, W) -> float32 (N, C, H, W), scaled to [0, 1] then standardised.
+
+    Returns ``(x, mean, std)``; pass the training set's mean/std when preparing test data.
+    """
+    x = np.asarray(images)
+    if x.ndim == 3:
+        x = x[:, None, :, :]
+    if x.ndim != 4:
+        raise ValueError(f"images_to_float: expected images (N, H, W) or (N, C, H, W), got shape {x.shape}")
+    x = x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0)
+    mean = float(x.mean()) if mean is None else float(mean)
+    std = float(x.std()) if std is None else float(std)
+    return (x - mean) / max(std, 1e-8), mean, std
+
+
+def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int = 2, fill: float | None = None) -> np.ndarray:
+    """Shift each image (N, C, H, W) by up to ``max_shift`` pixels in each direction, filling with the minimum."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    fill = float(x.min()) if fill is None else fill
+    padded = np.pad(x, ((0, 0), (0, 0), (max_shift, max_shift), (max_shift, max_shift)), constant_values=fill)
+    dy = rng.integers(0, 2 * max_shift + 1, size=n)
+    dx = rng.integers(0, 2 * max_shift + 1, size=n)
+    rows = (np.arange(h)[None, :] + dy[:, None])[:, None, :, None]
+    cols = (np.arange(w)[None, :] + dx[:, None])[:, None, None, :]
+    return padded[np.arange(n)[:, None, None, None], np.arange(x.shape[1])[None, :, None, None], rows, cols]
+
+
+def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: str | Backend | None = None,
+            dtype: str = "float32", shuffle: bool = False, rng: np.random.Generator | None = None,
+            augment=None) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(x_batch, y_batch)`` on ``backend``; each batch is moved once (never per sample).
+
+    Shuffling and ``augment(x_batch, rng)`` happen on the host with ``rng``, so a seed gives the
+    same batches on every backend.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"batches: x has {len(x)} samples but y has {len(y)}")
+    target = resolve(backend)
+    rng = rng if rng is not None else np.random.default_rng()
+    order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+    for start in range(0, len(x), batch_size):
+        index = order[start:start + batch_size]
+        xb = x[index]
+        if augment is not None:
+            xb = augment(xb, rng)
+        yb = None if y is None else to_backend(np.ascontiguousarray(y[index]), target)
+        yield to_backend(np.ascontiguousarray(xb), target, dtype=dtype), yb
