@@ -100,3 +100,34 @@ def test_default_train_reaches_97_percent(tmp_path):
     assert result.returncode == 0, result.stderr
     accuracy = float(result.stdout.split("test accuracy")[1].split()[0])
     assert accuracy >= 0.97
+
+
+def test_teach_lists_and_runs_examples():
+    listing = run("teach", "--list")
+    assert listing.returncode == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()] == [
+        "conv-mse", "conv-relu-dense-softmax", "conv-backprop", "pool-backprop", "handwritten-cnn",
+        "multichannel", "optimizers"]
+    lesson = run("teach", "conv-mse", "--lr", "0.02", "--backend", "array_api_strict")
+    assert lesson.returncode == 0, lesson.stderr
+    assert "w11 = 0.1 - 0.02·(-6.5) = 0.23" in lesson.stdout
+    wrong = run("teach", "conv-mse", "--steps", "3")
+    assert wrong.returncode == 1 and "option steps does not apply" in wrong.stderr
+
+
+def test_viz_writes_pngs(trained, tmp_path):
+    out, _ = trained
+    _, (x_test, _) = load_mnist_sample()
+    np.save(tmp_path / "digit.npy", x_test[3])
+    result = run("viz", str(out / "checkpoint.npz"), str(tmp_path / "digit.npy"), "--out", str(tmp_path / "v"))
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert names == ["curves.png", "features-0.png", "features-3.png", "filters.png"]
+
+
+def test_train_can_trace_the_first_batch(tmp_path):
+    result = run("train", "--epochs", "1", "--model", "mlp", "--trace-first-batch", "--out", str(tmp_path),
+                 "--no-progress", "--no-augment")
+    assert result.returncode == 0, result.stderr
+    assert "Trace of one batch through 4 layers" in result.stdout
+    assert "dL/dweight (128, 784)" in result.stdout

@@ -166,6 +166,15 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
         _current = previous
 
 
+def synchronize(backend: str | Backend | None = None) -> None:
+    """Wait until the backend's queued GPU work is done (a no-op on CPU backends); for timing."""
+    target = resolve(backend)
+    if target.name == "cupy":
+        importlib.import_module("cupy").cuda.get_current_stream().synchronize()
+    elif target.name == "torch:cuda":
+        importlib.import_module("torch").cuda.synchronize()
+
+
 def backend_of(array: Any) -> str:
     """The backend name an array belongs to (``'numpy'``, ``'torch'``, ...)."""
     if _compat.is_numpy_array(array):

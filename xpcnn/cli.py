@@ -83,6 +83,9 @@ def cmd_train(args) -> int:
         optimizer = optim.OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
         scheduler = optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
         resume = None
+    if args.trace_first_batch:
+        from .teach import trace
+        print(trace(model, x_train[:min(args.batch_size, 4)], y_train[:min(args.batch_size, 4)]))
     print(f"training {args.model if not args.resume else 'checkpoint'} on {args.data} "
           f"({len(x_train)} train / {len(x_test)} test images) with backend {backend.name}, "
           f"{args.epochs} epochs, batch {args.batch_size}, {type(optimizer).__name__} lr {optimizer.lr:g}")
@@ -186,6 +189,49 @@ def cmd_backends(args) -> int:
     return 0
 
 
+def cmd_teach(args) -> int:
+    from .teach import EXAMPLES, run
+
+    if args.list or not args.name:
+        width = max(len(name) for name in EXAMPLES)
+        for name, (description, _) in EXAMPLES.items():
+            print(f"{name.ljust(width)}  {description}")
+        return 0
+    options = {"lr": args.lr, "steps": args.steps, "target": args.target, "out": args.out,
+               "mixup": True if args.mixup else None}
+    print(run(args.name, backend=args.backend, **options))
+    return 0
+
+
+def cmd_viz(args) -> int:
+    import xpcnn
+    from . import viz
+
+    checkpoint = xpcnn.load_checkpoint(args.checkpoint, args.backend)
+    meta = checkpoint.metadata
+    shape = meta.get("image_shape", [1, 28, 28])
+    image = read_image(pathlib.Path(args.image), shape)
+    x, _, _, _ = _prepare(image[None], np.zeros(1), meta.get("input_mean"), meta.get("input_std"))
+    out = pathlib.Path(args.out)
+    written = [viz.plot_filters(checkpoint.model, out / "filters.png")]
+    written += viz.plot_feature_maps(checkpoint.model, x[0], out)
+    if checkpoint.history:
+        written.append(viz.plot_history(checkpoint.history, out / "curves.png"))
+    written = [path for path in written if path is not None]
+    if not written:
+        raise CommandError("drawing PNGs needs matplotlib: pip install matplotlib")
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    rest = [a for a in args.bench_args if a != "--"]
+    return bench_main(rest, default_out="bench-results")
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from .backend import BACKEND_NAMES
@@ -211,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", default=None, metavar="CKPT", help="continue training from a checkpoint")
     train.add_argument("--no-augment", action="store_true", help="no random shifts of the training images")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--trace-first-batch", action="store_true",
+                       help="before training, print every layer's forward and backward arrays for 4 images")
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy of a checkpoint on a test set")
@@ -227,6 +275,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = commands.add_parser("backends", help="which backends are installed and usable")
     backends.set_defaults(run=cmd_backends)
+
+    teach = commands.add_parser("teach", help="worked examples of forward and backward propagation")
+    teach.add_argument("name", nargs="?", help="the example (see --list)")
+    teach.add_argument("--list", action="store_true", help="list the examples")
+    teach.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
+    teach.add_argument("--lr", type=float, default=None, help="learning rate (where the example updates)")
+    teach.add_argument("--steps", type=int, default=None, help="number of steps (optimizers)")
+    teach.add_argument("--target", type=int, default=None, help="the target class (classification examples)")
+    teach.add_argument("--mixup", action="store_true",
+                       help="conv-relu-dense-softmax: read the loss off the other label, to see the classic mistake")
+    teach.add_argument("--out", default=None, help="a PNG to write (optimizers)")
+    teach.set_defaults(run=cmd_teach)
+
+    viz = commands.add_parser("viz", help="PNGs of a checkpoint's filters, feature maps and training curves")
+    viz.add_argument("checkpoint")
+    viz.add_argument("image", help="an input image, .png or .npy")
+    viz.add_argument("--out", default="viz", help="output directory (default viz/)")
+    viz.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
+    viz.set_defaults(run=cmd_viz)
+
+    bench = commands.add_parser("bench", help="benchmarks against PyTorch (see: xpcnn bench -- --help)",
+                                add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

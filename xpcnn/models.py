@@ -33,8 +33,9 @@ def vgg_small(in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
     return Sequential(layers, **kwargs)
 
 
-def mlp(in_features: int = 784, hidden: int = 128, num_classes: int = 10, **kwargs) -> Sequential:
-    """A two-layer perceptron on flattened images."""
+def mlp(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, hidden: int = 128, **kwargs) -> Sequential:
+    """A two-layer perceptron on flattened images: dense (C*H*W -> hidden), ReLU, dense (hidden -> classes)."""
+    in_features = in_channels * image_size * image_size
     return Sequential([Flatten(), Dense(in_features, hidden), ReLU(), Dense(hidden, num_classes)], **kwargs)
 
 

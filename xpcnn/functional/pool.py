@@ -58,7 +58,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         if y is None:
             y, argmax = window, xp.zeros(tuple(window.shape), dtype=index_dtype, device=device)
             continue
-        argmax = xp.where(window > y, xp.asarray(k, dtype=index_dtype, device=device), argmax)
+        larger = xp.astype(window > y, index_dtype)                   # argmax <- k where strictly larger
+        argmax = argmax + larger * (k - argmax)
         y = xp.maximum(y, window)
     if kernel == (1, 1):
         y = y + 0.0  # a fresh array, not a view of x
@@ -69,11 +70,11 @@ def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
     xp = _checks.namespace("max_pool2d_backward", dy, cache.argmax)
     _check_dy("max_pool2d_backward", dy, cache)
-    zero = xp.zeros((), dtype=dy.dtype, device=array_api_compat.device(dy))
+    device = array_api_compat.device(dy)
 
     def routed(k):
-        return xp.where(cache.argmax == xp.asarray(k, dtype=cache.argmax.dtype, device=array_api_compat.device(dy)),
-                        dy, zero)
+        hit = cache.argmax == xp.asarray(k, dtype=cache.argmax.dtype, device=device)
+        return dy * xp.astype(hit, dy.dtype)
 
     return _fold(xp, dy, cache, routed)
 

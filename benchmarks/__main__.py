@@ -1,0 +1,5 @@
+import sys
+
+from xpcnn.bench import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""Blocked convolution: a batch processed in chunks gives the same values as in one block."""
+import numpy as np
+import pytest
+
+from xpcnn import functional as F, reference as R
+from xpcnn.functional import conv as conv_module
+from xpcnn.testing import assert_close, on
+
+
+@pytest.fixture
+def tiny_workspace():
+    previous = F.get_workspace_limit()
+    F.set_workspace_limit(3000)            # a few samples' columns at most
+    yield
+    F.set_workspace_limit(previous)
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(1, 0)), dict(groups=2, dilation=2,
+                                                                                         padding=2)])
+def test_chunked_convolution_equals_the_reference(backend, tiny_workspace, kwargs):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((7, 4, 8, 7)), rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)), \
+        rng.standard_normal(6)
+    y, cache = F.conv2d_forward(*on(backend, x, w, b), **kwargs)
+    assert cache.cols is None and 1 <= cache.chunk < 7
+    dy = rng.standard_normal(tuple(y.shape))
+    dx, dw, db = F.conv2d_backward(on(backend, dy), cache)
+    geometry = dict(stride=kwargs.get("stride", 1), padding=kwargs.get("padding", 0),
+                    dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1))
+    dx_ref, dw_ref, db_ref = R.conv2d_backward(dy, x, w, **geometry)
+    assert_close(y, R.conv2d(x, w, b, **geometry), backend, name="y")
+    assert_close(dx, dx_ref, backend, name="dx")
+    assert_close(dw, dw_ref, backend, name="dweight")
+    assert_close(db, db_ref, backend, name="dbias")
+    _, dw_only, _ = F.conv2d_backward(on(backend, dy), cache, need_dx=False)
+    assert_close(dw_only, dw_ref, backend, name="dweight without dx")
+
+
+def test_cpu_blocks_are_bounded_and_gpu_takes_the_workspace():
+    x = np.zeros((1, 1, 1, 1), np.float32)
+    per_sample = 1000
+    assert conv_module._chunk_size(x, per_sample) == min(F.get_workspace_limit(), conv_module._cpu_block_bytes) // per_sample
+    assert conv_module._chunk_size(x, 10**12) == 1
+
+
+def test_workspace_limit_must_be_positive():
+    with pytest.raises(ValueError, match="set_workspace_limit: expected a positive number of bytes, got 0"):
+        F.set_workspace_limit(0)
+
+
+def test_peak_memory_stays_near_the_workspace_plus_inputs_and_outputs():
+    from xpcnn.bench import peak_memory
+    from xpcnn.backend import resolve
+    small = peak_memory(resolve("numpy"), n=32, workspace_mb=1)
+    assert small["peak_mb"] <= 1 + 2.5 * small["inputs_outputs_mb"]
+    previous = conv_module._cpu_block_bytes
+    conv_module._cpu_block_bytes = 2**40      # one block: the whole batch's columns at once
+    try:
+        whole = peak_memory(resolve("numpy"), n=32)
+    finally:
+        conv_module._cpu_block_bytes = previous
+    assert whole["peak_mb"] > small["peak_mb"] + 10

@@ -1,0 +1,396 @@
+"""Benchmarks against PyTorch: the same shapes, dtype (float32) and weights, timed interleaved.
+
+    python -m benchmarks --backend numpy            # or: xpcnn bench --backend numpy
+    python -m benchmarks --backend cupy             # against PyTorch CUDA (cuDNN)
+
+For each case, blocks of xpcnn calls and blocks of PyTorch calls alternate (each block after a
+short pause and one untimed call), so both sides see the same machine state; the report gives each
+side's median and the ratio xpcnn / PyTorch. Results go to ``<out>/<name>.json`` (machine, CPU count, versions, device) and
+``<out>/<name>.md``. Ratios, not absolute times, are the targets.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import functional as F
+from . import optim
+from .backend import resolve, synchronize, to_backend, to_numpy
+from .models import lenet, vgg_small
+
+
+@dataclass
+class Case:
+    group: str
+    name: str
+    build: Callable            # (backend, torch, device) -> (xpcnn_fn, torch_fn)
+    images: int = 0            # images per call, for images/s
+
+
+@dataclass
+class Result:
+    group: str
+    name: str
+    xpcnn_ms: float
+    torch_ms: float
+    images: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.xpcnn_ms / self.torch_ms
+
+
+def _sync(backend, torch, device):
+    def sync():
+        synchronize(backend)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return sync
+
+
+def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation=1, groups=1):
+    def build(backend, torch, device, direction):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c_in, size, size)).astype(np.float32)
+        w = (rng.standard_normal((c_out, c_in // groups, kernel, kernel)) * 0.1).astype(np.float32)
+        b = rng.standard_normal(c_out).astype(np.float32)
+        kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+        xs, ws, bs = (to_backend(a, backend) for a in (x, w, b))
+        y, cache = F.conv2d_forward(xs, ws, bs, **kwargs)
+        dy = to_backend(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
+        tx = torch.tensor(x, device=device, requires_grad=True)
+        tw = torch.tensor(w, device=device, requires_grad=True)
+        tb = torch.tensor(b, device=device, requires_grad=True)
+        if direction == "forward":
+            return (lambda: F.conv2d_forward(xs, ws, bs, **kwargs),
+                    lambda: torch.nn.functional.conv2d(tx.detach(), tw.detach(), tb.detach(), **kwargs))
+        ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
+        tdy = torch.tensor(to_numpy(dy), device=device)
+        return (lambda: F.conv2d_backward(dy, cache),
+                lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True))
+    return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
+
+
+def _pool_case(name, kind, n, c, size, kernel, stride=None, padding=0):
+    def build(backend, torch, device, direction):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c, size, size)).astype(np.float32)
+        ours = (F.max_pool2d_forward, F.max_pool2d_backward) if kind == "max" else \
+            (F.avg_pool2d_forward, F.avg_pool2d_backward)
+        theirs = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
+        xs = to_backend(x, backend)
+        y, cache = ours[0](xs, kernel, stride, padding)
+        dy = to_backend(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
+        tx = torch.tensor(x, device=device, requires_grad=True)
+        if direction == "forward":
+            return (lambda: ours[0](xs, kernel, stride, padding),
+                    lambda: theirs(tx.detach(), kernel, stride, padding))
+        ty = theirs(tx, kernel, stride, padding)
+        tdy = torch.tensor(to_numpy(dy), device=device)
+        return (lambda: ours[1](dy, cache), lambda: torch.autograd.grad(ty, (tx,), tdy, retain_graph=True))
+    return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
+
+
+def _dense_case(name, n, fan_in, fan_out):
+    def build(backend, torch, device, direction):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, fan_in)).astype(np.float32)
+        w = (rng.standard_normal((fan_out, fan_in)) * 0.05).astype(np.float32)
+        b = rng.standard_normal(fan_out).astype(np.float32)
+        xs, ws, bs = (to_backend(a, backend) for a in (x, w, b))
+        y, cache = F.linear_forward(xs, ws, bs)
+        dy = to_backend(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
+        tx, tw, tb = (torch.tensor(a, device=device, requires_grad=True) for a in (x, w, b))
+        if direction == "forward":
+            return (lambda: F.linear_forward(xs, ws, bs),
+                    lambda: torch.nn.functional.linear(tx.detach(), tw.detach(), tb.detach()))
+        ty = torch.nn.functional.linear(tx, tw, tb)
+        tdy = torch.tensor(to_numpy(dy), device=device)
+        return (lambda: F.linear_backward(dy, cache),
+                lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True))
+    return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
+
+
+def torch_twin(model, torch, device):
+    """The same architecture in torch.nn with the model's weights (float32)."""
+    from . import layers as L
+    nn = torch.nn
+    modules = []
+    for layer in model.layers:
+        if isinstance(layer, L.Conv2D):
+            modules.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                     layer.padding, layer.dilation, layer.groups, layer.use_bias))
+        elif isinstance(layer, L.Dense):
+            modules.append(nn.Linear(layer.in_features, layer.out_features, layer.use_bias))
+        elif isinstance(layer, L.MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif isinstance(layer, L.BatchNorm2D):
+            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum))
+        elif isinstance(layer, L.Dropout):
+            modules.append(nn.Dropout(layer.p))
+        elif isinstance(layer, L.ReLU):
+            modules.append(nn.ReLU())
+        elif isinstance(layer, L.Flatten):
+            modules.append(nn.Flatten())
+        else:
+            raise TypeError(f"no torch twin for {layer!r}")
+    twin = nn.Sequential(*modules)
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return twin.to(device)
+
+
+def _step_case(name, builder, input_shape, n, group="steps"):
+    def build(backend, torch, device):
+        model = builder(backend)
+        twin = torch_twin(model, torch, device)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n,) + input_shape).astype(np.float32)
+        y = rng.integers(0, 10, n)
+        xs, ys = to_backend(x, backend), to_backend(y, backend)
+        ours = optim.Adam(model.parameters(), lr=1e-4)
+        theirs = torch.optim.Adam(twin.parameters(), lr=1e-4)
+        tx, ty = torch.tensor(x, device=device), torch.tensor(y, device=device)
+
+        def step():
+            logits = model(xs)
+            _, dlogits = F.softmax_cross_entropy(logits, ys)
+            model.zero_grad()
+            model.backward(dlogits, input_grad=False)
+            ours.step()
+
+        def torch_step():
+            theirs.zero_grad()
+            torch.nn.functional.cross_entropy(twin(tx), ty).backward()
+            theirs.step()
+        return step, torch_step
+    return Case(group, name, build, n)
+
+
+def cases(quick: bool = False) -> list[Case]:
+    scale = 2 if quick else 1
+    ops = []
+    ops += _conv_case("conv 3x3 s1 p1 28x28 32->32", 32 // scale, 32, 32, 28, 3, padding=1)
+    ops += _conv_case("conv 3x3 s1 p1 28x28 128->128", 16 // scale, 128, 128, 28, 3, padding=1)
+    ops += _conv_case("conv 3x3 s1 p1 56x56 64->64", 16 // scale, 64, 64, 56, 3, padding=1)
+    ops += _conv_case("conv 5x5 s1 p2 28x28 32->64", 32 // scale, 32, 64, 28, 5, padding=2)
+    ops += _conv_case("conv 3x3 s2 p1 56x56 64->128", 16 // scale, 64, 128, 56, 3, stride=2, padding=1)
+    ops += _conv_case("conv 1x1 28x28 128->64", 32 // scale, 128, 64, 28, 1)
+    ops += _conv_case("conv 3x3 d2 p2 28x28 32->32", 32 // scale, 32, 32, 28, 3, padding=2, dilation=2)
+    ops += _conv_case("conv 3x3 g4 p1 28x28 64->64", 32 // scale, 64, 64, 28, 3, padding=1, groups=4)
+    ops += _pool_case("maxpool 2x2 56x56 c64", "max", 32 // scale, 64, 56, 2)
+    ops += _pool_case("maxpool 3x3 s2 p1 56x56 c64", "max", 32 // scale, 64, 56, 3, 2, 1)
+    ops += _pool_case("avgpool 2x2 56x56 c64", "avg", 32 // scale, 64, 56, 2)
+    ops += _dense_case("dense 3136->128", 64, 3136, 128)
+    ops += _dense_case("dense 1024->1024", 256 // scale, 1024, 1024)
+    steps = [
+        _step_case("LeNet step b64", lambda b: lenet(seed=0, dropout=0.0, backend=b), (1, 28, 28), 64),
+        _step_case("VGG-small step b32", lambda b: vgg_small(seed=0, dropout=0.0, backend=b), (3, 32, 32), 32),
+    ]
+    scaling = [_step_case(f"LeNet step b{n}", lambda b: lenet(seed=0, dropout=0.0, backend=b), (1, 28, 28), n,
+                          group="scaling") for n in (16, 32, 64, 128, 256)]
+    return ops + steps + scaling
+
+
+def _time(fn, sync) -> float:
+    start = time.perf_counter()
+    fn()
+    sync()
+    return (time.perf_counter() - start) * 1e3
+
+
+#: Untimed pause before each block of calls: OpenBLAS worker threads spin for ~2^28 cycles (~0.1 s) after a
+#: call returns, and on a small machine they would steal the cores from the other library's next call.
+SETTLE_SECONDS = 0.15
+#: Timed calls per block; each block starts with one untimed call that wakes the library's threads.
+BLOCK = 3
+
+
+def run_case(case: Case, backend, torch, device, repeat: int, warmup: int) -> Result:
+    """Alternate blocks of xpcnn and PyTorch calls ``repeat`` times; medians of all timed calls."""
+    ours, theirs = case.build(backend, torch, device)
+    sync = _sync(backend, torch, device)
+    for _ in range(warmup):
+        ours(), theirs()
+    sync()
+    mine, ref = [], []
+    for _ in range(repeat):
+        for fn, times in ((ours, mine), (theirs, ref)):
+            time.sleep(SETTLE_SECONDS)
+            fn()
+            sync()
+            times.extend(_time(fn, sync) for _ in range(BLOCK))
+    return Result(case.group, case.name, statistics.median(mine), statistics.median(ref), case.images)
+
+
+def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dict:
+    """Peak traced host memory of a conv forward + backward (NumPy allocations are traced by tracemalloc)."""
+    from .functional import conv as conv_module
+    rng = np.random.default_rng(0)
+    x = to_backend(rng.standard_normal((n, 32, 28, 28)).astype(np.float32), backend)
+    w = to_backend((rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32), backend)
+    previous = conv_module.get_workspace_limit()
+    if workspace_mb is not None:
+        conv_module.set_workspace_limit(int(workspace_mb * 2**20))
+    try:
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        y, cache = F.conv2d_forward(x, w, padding=1)
+        F.conv2d_backward(y, cache)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+    finally:
+        conv_module.set_workspace_limit(previous)
+    io_bytes = 2 * (x.size + y.size) * 4     # x and dx, y and dy
+    return {"batch": n, "workspace_mb": workspace_mb, "peak_mb": peak / 2**20, "inputs_outputs_mb": io_bytes / 2**20}
+
+
+def python_overhead_ms(backend) -> float:
+    """Median wall time of a batch-1 LeNet forward (dominated by Python work at this size)."""
+    model = lenet(seed=0, backend=backend).eval()
+    x = to_backend(np.zeros((1, 1, 28, 28), np.float32), backend)
+    for _ in range(5):
+        model(x)
+    times = []
+    for _ in range(50):
+        start = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def machine_info(backend, torch, device) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "backend": backend.name, "backend_version": backend.library_version,
+            "numpy": np.__version__, "torch": torch.__version__, "device": "cpu"}
+    if device == "cuda":
+        info["device"] = torch.cuda.get_device_name(0)
+        info["tf32"] = {"torch_matmul": torch.backends.cuda.matmul.allow_tf32,
+                        "torch_cudnn": torch.backends.cudnn.allow_tf32,
+                        "CUPY_TF32": os.environ.get("CUPY_TF32", "unset")}
+    return info
+
+
+def markdown(info: dict, results: list[Result], memory: dict | None, overhead: float | None) -> str:
+    lines = [f"# xpcnn vs PyTorch: backend `{info['backend']}` on {info['device']}", "",
+             f"{info['date']}; {info['cpu']} ({info['cpu_count']} CPUs); Python {info['python']}, "
+             f"NumPy {info['numpy']}, PyTorch {info['torch']} ({info['torch_threads']} threads); float32; "
+             "median of interleaved blocks of calls.", ""]
+    for group in ("ops", "steps", "scaling"):
+        rows = [r for r in results if r.group == group]
+        if not rows:
+            continue
+        lines += [f"## {group}", "", "| case | xpcnn ms | PyTorch ms | ratio | xpcnn img/s |", "|---|---:|---:|---:|---:|"]
+        for r in rows:
+            rate = f"{r.images / r.xpcnn_ms * 1e3:,.0f}" if r.images else "-"
+            lines.append(f"| {r.name} | {r.xpcnn_ms:.2f} | {r.torch_ms:.2f} | {r.ratio:.2f} | {rate} |")
+        lines.append("")
+    if memory:
+        lines += ["## memory", "", "| conv 3x3 32->64 28x28 forward+backward | peak MB | inputs+outputs MB |",
+                  "|---|---:|---:|"]
+        for entry in memory:
+            label = f"batch {entry['batch']}, workspace " + (f"{entry['workspace_mb']:g} MB" if entry["workspace_mb"]
+                                                             else "default")
+            lines.append(f"| {label} | {entry['peak_mb']:.0f} | {entry['inputs_outputs_mb']:.0f} |")
+        lines.append("")
+    if overhead is not None:
+        lines += [f"Batch-1 LeNet forward: {overhead:.3f} ms.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None, default_out: str = "benchmarks/results") -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", default="numpy", help="xpcnn backend (numpy, cupy, torch, torch:cuda)")
+    parser.add_argument("--groups", default="ops,steps,scaling,memory,overhead")
+    parser.add_argument("--filter", default="", help="only cases whose name contains this text")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smaller batches and fewer repetitions")
+    parser.add_argument("--out", default=default_out)
+    parser.add_argument("--name", default=None, help="file name stem (default: <backend>-<device>)")
+    parser.add_argument("--plot", action="store_true", help="also plot time per image against batch size")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("benchmarks: PyTorch is the reference; install it with pip install torch", file=sys.stderr)
+        return 1
+    backend = resolve(args.backend)
+    on_gpu = backend.name in ("cupy", "torch:cuda")
+    device = "cuda" if on_gpu else "cpu"
+    if on_gpu and not torch.cuda.is_available():
+        print("benchmarks: a GPU backend needs PyTorch with CUDA as the reference", file=sys.stderr)
+        return 1
+    groups = set(args.groups.split(","))
+    repeat = max(3, args.repeat // 2) if args.quick else args.repeat
+    results = []
+    for case in cases(args.quick):
+        if case.group not in groups or args.filter not in case.name:
+            continue
+        result = run_case(case, backend, torch, device, repeat, args.warmup)
+        results.append(result)
+        print(f"{case.group:8s} {case.name:42s} xpcnn {result.xpcnn_ms:9.2f} ms   torch {result.torch_ms:9.2f} ms"
+              f"   ratio {result.ratio:5.2f}", flush=True)
+    memory = None
+    if "memory" in groups and backend.name == "numpy":
+        memory = [peak_memory(backend), peak_memory(backend, workspace_mb=64)]
+        for entry in memory:
+            print(f"memory   batch {entry['batch']} workspace {entry['workspace_mb']}: peak {entry['peak_mb']:.0f} MB "
+                  f"(inputs+outputs {entry['inputs_outputs_mb']:.0f} MB)")
+    overhead = python_overhead_ms(backend) if "overhead" in groups else None
+    if overhead is not None:
+        print(f"overhead batch-1 LeNet forward {overhead:.3f} ms")
+    info = machine_info(backend, torch, device)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or f"{backend.name.replace(':', '-')}-{'cpu' if device == 'cpu' else 'gpu'}"
+    payload = {"machine": info, "results": [{**r.__dict__, "ratio": r.ratio} for r in results],
+               "memory": memory, "batch1_lenet_forward_ms": overhead}
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    (out / f"{stem}.md").write_text(markdown(info, results, memory, overhead))
+    if args.plot:
+        _plot_scaling([r for r in results if r.group == "scaling"], out / f"{stem}-scaling.png")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+    return 0
+
+
+def _plot_scaling(rows, path):
+    from .plots import _pyplot
+    plt = _pyplot()
+    if plt is None or not rows:
+        return
+    batch = [r.images for r in rows]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(batch, [r.xpcnn_ms / r.images for r in rows], "-o", label="xpcnn")
+    axis.plot(batch, [r.torch_ms / r.images for r in rows], "--s", label="PyTorch")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("ms per image (LeNet training step)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
