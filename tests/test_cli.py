@@ -131,3 +131,11 @@ def test_train_can_trace_the_first_batch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Trace of one batch through 4 layers" in result.stdout
     assert "dL/dweight (128, 784)" in result.stdout
+
+
+def test_bench_command_runs_the_harness(tmp_path):
+    pytest.importorskip("torch")
+    result = run("bench", "--groups", "overhead", "--out", str(tmp_path), "--name", "cli")
+    assert result.returncode == 0, result.stderr
+    assert "batch-1 LeNet forward" in result.stdout
+    assert (tmp_path / "cli.json").exists() and (tmp_path / "cli.md").exists()
