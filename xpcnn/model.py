@@ -49,6 +49,8 @@ class Sequential:
     def forward(self, x: Any) -> Any:
         """Run every layer in order; the shapes are checked for the whole stack before any layer runs."""
         x = self.prepare_input(x)
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"Sequential: x is an empty batch, shape {tuple(x.shape)}; pass at least one sample")
         self.output_shape(tuple(x.shape))
         for layer in self.layers:
             x = layer.forward(x)
@@ -85,9 +87,10 @@ class Sequential:
         return to_backend(x, self.backend, dtype=self.dtype)
 
     def _check_float(self, x: Any, name: str) -> None:
-        if not array_api_compat.array_namespace(x).isdtype(x.dtype, "real floating"):
-            raise TypeError(f"Sequential: {name} must be a floating-point array (the model computes in {self.dtype}), "
-                            f"got dtype {x.dtype}; convert images with x.astype('float32') / 255")
+        xp = array_api_compat.array_namespace(x)
+        if not xp.isdtype(x.dtype, "real floating") or "float16" in str(x.dtype):
+            raise TypeError(f"Sequential: {name} must have dtype float32 or float64 (the model computes in "
+                            f"{self.dtype}), got dtype {x.dtype}; convert images with x.astype('float32') / 255")
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """Walk the shapes through every layer; a layer that cannot take its input raises, named with its index."""

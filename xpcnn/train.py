@@ -182,6 +182,30 @@ def _check_data(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _check_targets(name: str, model: Sequential, x: np.ndarray, y: np.ndarray, loss_fn: Callable) -> None:
+    """Every label in range (or every target of the output's shape) before any work is done."""
+    if loss_fn is not F.softmax_cross_entropy:
+        return
+    classes = model.output_shape(tuple(x.shape))[-1]
+    if y.dtype.kind in "iu":
+        if y.ndim != 1:
+            raise ValueError(f"{name}: integer labels must have shape ({len(x)},), got {y.shape}")
+        bad = np.flatnonzero((y < 0) | (y >= classes))
+        if bad.size:
+            raise ValueError(f"{name}: labels must lie in [0, {classes}) for a model with {classes} outputs; "
+                             f"sample {int(bad[0])} has label {int(y[bad[0]])} ({bad.size} out of range)")
+    elif y.dtype.kind == "f":
+        if y.shape != (len(x), classes):
+            raise ValueError(f"{name}: probability targets must have shape ({len(x)}, {classes}), got {y.shape}")
+        sums = y.sum(axis=1)
+        off = np.flatnonzero((np.abs(sums - 1.0) > 1e-3) | (y < 0).any(axis=1))
+        if off.size:
+            raise ValueError(f"{name}: probability targets must be non-negative and sum to 1; row {int(off[0])} "
+                             f"sums to {sums[off[0]]:.6g}")
+    else:
+        raise TypeError(f"{name}: labels must be integers or float probabilities, got dtype {y.dtype}")
+
+
 def _accuracy_count(logits: Any, y: Any) -> Any:
     xp = array_api_compat.array_namespace(logits)
     if y.ndim != 1 or logits.ndim != 2:
@@ -216,8 +240,10 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
         raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
     loss_fn = _loss_function(loss)
     x, y = _check_data("fit", x, y)
+    _check_targets("fit", model, x, y, loss_fn)
     if validation_data is not None:
         validation_data = _check_data("fit (validation_data)", *validation_data)
+        _check_targets("fit (validation_data)", model, *validation_data, loss_fn)
     rng = np.random.default_rng(seed)
     history = History()
     start_epoch = 0
@@ -303,6 +329,7 @@ def evaluate(model: Sequential, x, y, *, loss: str | Callable = "cross_entropy",
     """Mean loss (and accuracy, for class labels) over ``x``, in evaluation mode."""
     loss_fn = _loss_function(loss)
     x, y = _check_data("evaluate", x, y)
+    _check_targets("evaluate", model, x, y, loss_fn)
     was_training = model.training
     model.eval()
     try:
