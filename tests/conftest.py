@@ -56,40 +56,8 @@ def pytest_configure(config):
 def _torch_twin(model):
     """The same architecture built with torch.nn, float64, with the xpcnn weights loaded by key."""
     torch = pytest.importorskip("torch")
-    from xpcnn import layers as L
-
-    nn = torch.nn
-    modules = []
-    for layer in model.layers:
-        if isinstance(layer, L.Conv2D):
-            modules.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                                     layer.padding, layer.dilation, layer.groups, layer.use_bias))
-        elif isinstance(layer, L.Dense):
-            modules.append(nn.Linear(layer.in_features, layer.out_features, layer.use_bias))
-        elif isinstance(layer, L.MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
-        elif isinstance(layer, L.AvgPool2D):
-            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
-                                        count_include_pad=layer.count_include_pad))
-        elif isinstance(layer, L.GlobalAvgPool2D):
-            modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-        elif isinstance(layer, L.BatchNorm2D):
-            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine))
-        else:
-            simple = {L.Flatten: nn.Flatten, L.ReLU: nn.ReLU, L.Sigmoid: nn.Sigmoid, L.Tanh: nn.Tanh}
-            if type(layer) in simple:
-                modules.append(simple[type(layer)]())
-            elif isinstance(layer, L.LeakyReLU):
-                modules.append(nn.LeakyReLU(layer.negative_slope))
-            elif isinstance(layer, L.Softmax):
-                modules.append(nn.Softmax(layer.dim))
-            elif isinstance(layer, L.Dropout):
-                modules.append(nn.Dropout(layer.p))
-            else:
-                raise TypeError(f"no torch twin for {layer!r}")
-    twin = nn.Sequential(*modules).double()
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return twin
+    from xpcnn.bench import torch_twin
+    return torch_twin(model, torch, "cpu", torch.float64)
 
 
 @pytest.fixture

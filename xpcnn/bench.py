@@ -124,8 +124,12 @@ def _dense_case(name, n, fan_in, fan_out):
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
 
 
-def torch_twin(model, torch, device):
-    """The same architecture in torch.nn with the model's weights (float32)."""
+def torch_twin(model, torch, device="cpu", dtype=None):
+    """The same architecture built with ``torch.nn``, holding ``model``'s weights and buffers.
+
+    ``torch`` is the imported module (this function never imports it). The modules are moved to
+    ``device`` and ``dtype`` before the weights are loaded, so float64 weights stay exact.
+    """
     from . import layers as L
     nn = torch.nn
     modules = []
@@ -137,19 +141,26 @@ def torch_twin(model, torch, device):
             modules.append(nn.Linear(layer.in_features, layer.out_features, layer.use_bias))
         elif isinstance(layer, L.MaxPool2D):
             modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif isinstance(layer, L.AvgPool2D):
+            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
+                                        count_include_pad=layer.count_include_pad))
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
         elif isinstance(layer, L.BatchNorm2D):
-            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum))
+            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine))
+        elif isinstance(layer, L.LeakyReLU):
+            modules.append(nn.LeakyReLU(layer.negative_slope))
+        elif isinstance(layer, L.Softmax):
+            modules.append(nn.Softmax(layer.dim))
         elif isinstance(layer, L.Dropout):
             modules.append(nn.Dropout(layer.p))
-        elif isinstance(layer, L.ReLU):
-            modules.append(nn.ReLU())
-        elif isinstance(layer, L.Flatten):
-            modules.append(nn.Flatten())
+        elif type(layer) in (L.Flatten, L.ReLU, L.Sigmoid, L.Tanh):
+            modules.append(getattr(nn, type(layer).__name__)())
         else:
-            raise TypeError(f"no torch twin for {layer!r}")
-    twin = nn.Sequential(*modules)
+            raise TypeError(f"torch_twin: no torch.nn equivalent for {layer!r}")
+    twin = nn.Sequential(*modules).to(device=device, dtype=dtype)
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return twin.to(device)
+    return twin
 
 
 def _step_case(name, builder, input_shape, n, group="steps"):
@@ -378,19 +389,8 @@ def main(argv=None, default_out: str = "benchmarks/results") -> int:
 
 
 def _plot_scaling(rows, path):
-    from .plots import _pyplot
-    plt = _pyplot()
-    if plt is None or not rows:
-        return
+    from .plots import plot_lines
     batch = [r.images for r in rows]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    axis.plot(batch, [r.xpcnn_ms / r.images for r in rows], "-o", label="xpcnn")
-    axis.plot(batch, [r.torch_ms / r.images for r in rows], "--s", label="PyTorch")
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("batch size")
-    axis.set_ylabel("ms per image (LeNet training step)")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    plot_lines({"xpcnn": (batch, [r.xpcnn_ms / r.images for r in rows]),
+                "PyTorch": (batch, [r.torch_ms / r.images for r in rows])},
+               path, "batch size", "ms per image (LeNet training step)", log_x=True)

@@ -35,3 +35,28 @@ def plot_history(history: dict, path: str | os.PathLike) -> pathlib.Path | None:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_lines(series: dict, path: str | os.PathLike, xlabel: str, ylabel: str, log_x: bool = False,
+               log_y: bool = False) -> pathlib.Path | None:
+    """One line per ``label: (x, y)`` in ``series``, written to ``path`` (7x4 inches, 100 dpi)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for label, (x, y) in series.items():
+        axis.plot(x, y, "-o" if len(x) < 12 else "-", label=label, markersize=4)
+    if log_x:
+        axis.set_xscale("log", base=2)
+    if log_y:
+        axis.set_yscale("log")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

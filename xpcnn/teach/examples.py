@@ -3,7 +3,6 @@ its hand-written sums against them, so the printed formulas and the library can 
 from __future__ import annotations
 
 import inspect
-import pathlib
 from typing import Any, Callable
 
 import numpy as np
@@ -368,23 +367,13 @@ def optimizers(backend="numpy", steps: int = 25, out: str | None = None) -> Less
     for t in range(steps + 1):
         lesson.say(f"{t:4d} " + "".join(f"{num(curves[n][t]):>12s}" for n in names))
     if out is not None:
-        from ..plots import _pyplot
-        plt = _pyplot()
-        if plt is None:
+        from ..plots import plot_lines
+        steps_axis = list(range(steps + 1))
+        path = plot_lines({n: (steps_axis, curves[n] + 1e-16) for n in names}, out, "step", "loss (log scale)",
+                          log_y=True)
+        if path is None:
             lesson.say("", "(matplotlib is not installed: no PNG)")
         else:
-            path = pathlib.Path(out)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            figure, axis = plt.subplots(figsize=(7, 4))
-            for n in names:
-                axis.semilogy(curves[n] + 1e-16, label=n)
-            axis.set_xlabel("step")
-            axis.set_ylabel("loss (log scale)")
-            axis.legend()
-            axis.grid(alpha=0.3)
-            figure.tight_layout()
-            figure.savefig(path, dpi=100)
-            plt.close(figure)
             lesson.say("", f"curves written to {path}")
             lesson.values["png"] = str(path)
     lesson.keep(**{f"loss_{n}": curves[n] for n in names})
