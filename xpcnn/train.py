@@ -283,10 +283,8 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
             total_loss += value * n
             total_correct += int(correct) if correct is not None else 0
             seen += n
-            if bar is not None:
-                rate = seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.3f}" if counted else "-",
-                                img_s=f"{rate:.0f}")
+            if bar is not None:  # tqdm shows the rate itself, in images per second
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.3f}" if counted else "-")
                 bar.update(n)
         if bar is not None:
             bar.close()
