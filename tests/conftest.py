@@ -62,4 +62,5 @@ def _torch_twin(model):
 
 @pytest.fixture
 def torch_twin():
+    pytest.importorskip("torch")       # skip before the test body imports torch itself
     return _torch_twin

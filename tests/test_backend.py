@@ -41,7 +41,6 @@ def test_round_trip_between_backends(backend):
 
 
 def test_missing_library_says_what_to_install(monkeypatch):
-    import builtins
     import importlib
 
     real_import = importlib.import_module

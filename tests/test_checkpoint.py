@@ -1,5 +1,4 @@
 import json
-import zipfile
 
 import numpy as np
 import pytest
@@ -93,9 +92,6 @@ def test_wrong_version_and_wrong_shapes_are_explained(tmp_path):
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     model, opt, path = _saved(tmp_path)
     before = path.read_bytes()
-
-    def broken_write(*args, **kwargs):
-        raise OSError("disk full")
 
     import xpcnn._files
     real_fdopen = xpcnn._files.os.fdopen

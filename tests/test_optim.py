@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import functional as F, optim, to_numpy
+from xpcnn import functional as F, optim
 from xpcnn.models import lenet
 from xpcnn.testing import assert_close
 

@@ -5,7 +5,6 @@ import pytest
 
 import xpcnn
 from xpcnn import layers as L, optim
-from xpcnn.models import lenet
 from xpcnn.testing import on
 
 

@@ -53,7 +53,7 @@ def _checkpoint(tmp_path, version=None, damage=False):
 
 
 def _optimizer_mismatch(tmp_path):
-    from xpcnn.checkpoint import _read, load_checkpoint
+    from xpcnn.checkpoint import load_checkpoint
     model = _model()
     opt = optim.Adam(model.parameters())
     model.fit(np.zeros((2, 3, 14, 14)), np.array([0, 1]), optimizer=opt, progress=False)

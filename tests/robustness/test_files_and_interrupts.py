@@ -1,5 +1,4 @@
 """Checkpoints survive crashes and hostile files; an interrupted fit resumes from the last complete epoch."""
-import os
 import pathlib
 import signal
 import subprocess

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..functional import linear_backward, linear_forward
 from .. import init
 from ..init import name_of as init_name
-from .base import Layer, check_ndim
+from .base import Layer
 
 
 class Dense(Layer):
