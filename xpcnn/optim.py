@@ -21,6 +21,7 @@ import array_api_compat
 import numpy as np
 
 from .backend import backend_of, dtype_name, to_backend, to_numpy
+from .functional._checks import positive_int
 from .layers.base import Parameter
 
 
@@ -307,9 +308,8 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
-        if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        self.step_size, self.gamma = step_size, _check("StepLR", "gamma", gamma, 0.0)
+        self.step_size = positive_int("StepLR", "step_size", step_size)
+        self.gamma = _check("StepLR", "gamma", gamma, 0.0)
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -320,9 +320,8 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
         super().__init__(optimizer)
-        if not isinstance(T_max, int) or T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
-        self.T_max, self.eta_min = T_max, _check("CosineAnnealingLR", "eta_min", eta_min, 0.0)
+        self.T_max = positive_int("CosineAnnealingLR", "T_max", T_max)
+        self.eta_min = _check("CosineAnnealingLR", "eta_min", eta_min, 0.0)
 
     def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

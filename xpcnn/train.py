@@ -23,6 +23,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import functional as F
+from .functional._checks import positive_int
 from ._files import atomic_write_bytes
 from .backend import to_numpy
 from .datasets import batches
@@ -236,8 +237,7 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
     """
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"fit: optimizer must be an xpcnn.optim optimizer, got {type(optimizer).__name__}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    positive_int("fit", "epochs", epochs)
     loss_fn = _loss_function(loss)
     x, y = _check_data("fit", x, y)
     _check_targets("fit", model, x, y, loss_fn)

@@ -136,11 +136,24 @@ def test_arrays_of_two_backends_are_refused_and_numpy_inputs_are_converted(backe
     (lambda p: L.Conv2D(4, 6, 3, groups=4), r"Conv2D\(4->6\): groups=4 must divide in_channels=4 and out_channels=6"),
     (lambda p: L.MaxPool2D(0), r"MaxPool2D\(0\): kernel_size must be >= 1, got 0"),
     (lambda p: L.AvgPool2D(2, stride=0), r"AvgPool2D\(2\): stride must be >= 1, got 0"),
+    (lambda p: optim.StepLR(optim.SGD(p, lr=0.1), step_size=True), r"StepLR: step_size must be a positive int, got True"),
+    (lambda p: optim.CosineAnnealingLR(optim.SGD(p, lr=0.1), T_max=0),
+     r"CosineAnnealingLR: T_max must be a positive int, got 0"),
+    (lambda p: L.Dense(4, True), r"Dense\(4->True\): out_features must be a positive int, got True"),
+    (lambda p: L.BatchNorm2D(0), r"BatchNorm2D: num_features must be a positive int, got 0"),
 ])
 def test_invalid_hyperparameters_are_refused(make, pattern):
     model = _model()
     with pytest.raises((ValueError, TypeError), match=pattern):
         make(model.parameters())
+
+
+def test_fit_refuses_a_bool_for_epochs():
+    model, opt = _trained()
+    before = _snapshot(model, opt)
+    with pytest.raises(ValueError, match=r"fit: epochs must be a positive int, got True"):
+        model.fit(np.zeros((2, 1, 8, 8)), np.zeros(2, int), optimizer=opt, epochs=True, progress=False)
+    _assert_unchanged(model, before, opt)
 
 
 def test_load_state_dict_lists_every_mismatch_in_one_error_and_changes_nothing(backend):

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._files import atomic_write_bytes
 from ..backend import Backend, resolve, to_backend
+from ..functional._checks import positive_int
 
 SAMPLE_FILE = "mnist_sample.npz"
 
@@ -171,8 +172,7 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: st
     Shuffling and ``augment(x_batch, rng)`` happen on the host with ``rng``, so a seed gives the
     same batches on every backend.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batches", "batch_size", batch_size)
     if y is not None and len(y) != len(x):
         raise ValueError(f"batches: x has {len(x)} samples but y has {len(y)}")
     target = resolve(backend)

@@ -52,6 +52,13 @@ def check_same_device(op: str, x: Any, name: str, other: Any) -> None:
         )
 
 
+def positive_int(owner: str, name: str, value: Any) -> int:
+    """An int of at least 1 (a bool is not one), or a ValueError naming the owner and the argument."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return value
+
+
 def pair(op: str, name: str, value: Any, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each at least ``minimum``, as a pair."""
     if isinstance(value, (tuple, list)):

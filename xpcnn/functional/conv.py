@@ -117,8 +117,7 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     _checks.check_ndim(_OP, "weight", weight, 4, "(C_out, C_in/groups, kH, kW)")
     _checks.check_same_dtype(_OP, x, "weight", weight)
     _checks.check_same_device(_OP, x, "weight", weight)
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{_OP}: groups must be a positive int, got {groups!r}")
+    _checks.positive_int(_OP, "groups", groups)
     n, c_in, _, _ = x.shape
     c_out, c_group, kh, kw = weight.shape
     if c_in % groups or c_out % groups:

@@ -22,8 +22,7 @@ class Conv2D(Layer):
         super().__init__()
         name = f"Conv2D({in_channels}->{out_channels})"
         for argument, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: {argument} must be a positive int, got {value!r}")
+            _checks.positive_int(name, argument, value)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")

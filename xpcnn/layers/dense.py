@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..functional import linear_backward, linear_forward
+from ..functional._checks import positive_int
 from .. import init
 from ..init import name_of as init_name
 from .base import Layer
@@ -17,8 +18,7 @@ class Dense(Layer):
         super().__init__()
         name = f"Dense({in_features}->{out_features})"
         for argument, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: {argument} must be a positive int, got {value!r}")
+            positive_int(name, argument, value)
         self.in_features, self.out_features, self.use_bias = in_features, out_features, bool(bias)
         self.weight_init = init.get(name, "weight_init", weight_init)
         self.bias_init = init.get(name, "bias_init", bias_init)

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import to_backend
+from ..functional._checks import positive_int
 from .base import Layer, check_ndim
 
 
@@ -51,8 +52,7 @@ class BatchNorm2D(Layer):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
         super().__init__()
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 1:
-            raise ValueError(f"BatchNorm2D: num_features must be a positive int, got {num_features!r}")
+        positive_int("BatchNorm2D", "num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm2D({num_features}): momentum must be in [0, 1], got {momentum!r}")
         if not eps > 0:

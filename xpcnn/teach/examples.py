@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import functional as F
+from ..functional._checks import positive_int
 from .. import optim
 from ..backend import resolve, to_backend, to_numpy
 from ..layers import Conv2D, Dense, Flatten, MaxPool2D, Parameter, ReLU
@@ -338,8 +339,7 @@ OPTIMIZER_SETTINGS = {
 
 def optimizers(backend="numpy", steps: int = 25, out: str | None = None) -> Lesson:
     lesson = Lesson("optimizers", "optimizers: one least-squares problem, five optimizers")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"optimizers: steps must be a positive int, got {steps!r}")
+    positive_int("optimizers", "steps", steps)
     rng = np.random.default_rng(0)
     x = np.round(rng.standard_normal((8, 2)) * np.array([1.0, 3.0]), 2)
     target = x @ np.array([[2.0], [-3.0]])
