@@ -70,15 +70,13 @@ def _chunk_size(x, per_sample: int) -> int:
 
 @dataclass
 class Conv2dCache:
-    """What conv2d_backward needs: the columns (or, when chunked, the padded input) and the geometry."""
+    """What conv2d_backward needs: the columns (or, when chunked, the padded input), the weight and the geometry."""
 
     cols: Any            # (G, N*OH*OW, kH*kW*Cg), or None when the batch was chunked
     x_pad: Any           # padded NHWC input when chunked (columns are rebuilt per chunk), else None
     chunk: int           # samples per chunk
-    weight_matrix: Any   # (G, kH*kW*Cg, Cout/G)
-    weight_matrix_t: Any  # (G, Cout/G, kH*kW*Cg), contiguous (a transposed view would miss the BLAS path)
+    weight: Any          # (C_out, C_in/groups, kH, kW), the forward pass's weight (a reference, not a copy)
     x_shape: tuple
-    weight_shape: tuple
     has_bias: bool
     stride: tuple
     pads: tuple          # (top, bottom, left, right)
@@ -157,8 +155,8 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     if bias is not None:
         y = y + bias
     y = xp.permute_dims(y, (0, 3, 1, 2))
-    cache = Conv2dCache(cols, x_keep, chunk, weight_matrix, _weight_matrix_t(xp, weight, groups), tuple(x.shape), tuple(weight.shape), bias is not None,
-                        stride, pads, dilation, groups, out_hw)
+    cache = Conv2dCache(cols, x_keep, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
+                        groups, out_hw)
     return y, cache
 
 
@@ -175,22 +173,23 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     (dbias is None without bias; dx is None when ``need_dx`` is False, e.g. for a first layer).
     dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im).
     """
-    xp = _checks.namespace("conv2d_backward", dy, cache.weight_matrix)
+    xp = _checks.namespace("conv2d_backward", dy, cache.weight)
     n, c_in, h, w = cache.x_shape
-    c_out, c_group, kh, kw = cache.weight_shape
+    c_out, c_group, kh, kw = cache.weight.shape
     groups, (oh, ow) = cache.groups, cache.out_hw
     if tuple(dy.shape) != (n, c_out, oh, ow):
         raise ValueError(f"conv2d_backward: dy must have shape {(n, c_out, oh, ow)}, got {tuple(dy.shape)}")
     dy_nhwc = xp.permute_dims(dy, (0, 2, 3, 1))
     db = xp.sum(xp.reshape(dy_nhwc, (n * oh * ow, c_out)), axis=0) if cache.has_bias else None
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups)
+    weight_t = _weight_matrix_t(xp, cache.weight, groups) if need_dx else None
     if cache.cols is not None:
-        dw, dx_pad = _backward_block(xp, dy_nhwc, cache.cols, cache, need_dx)
+        dw, dx_pad = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t)
     else:
         dw, dx_blocks = None, []
         for start in range(0, n, cache.chunk):
             cols = _im2col(xp, cache.x_pad[start:start + cache.chunk, ...], *geometry)
-            dw_block, dx_block = _backward_block(xp, dy_nhwc[start:start + cache.chunk, ...], cols, cache, need_dx)
+            dw_block, dx_block = _backward_block(xp, dy_nhwc[start:start + cache.chunk, ...], cols, cache, weight_t)
             dw = dw_block if dw is None else dw + dw_block
             dx_blocks.append(dx_block)
         dx_pad = xp.concat(dx_blocks, axis=0) if need_dx else None
@@ -202,16 +201,19 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     return dx, dw, db
 
 
-def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, need_dx: bool):
-    """dW (G, K*Cg, Cout/G) and the padded NHWC input gradient (or None) for one batch block."""
+def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
+    """dW (G, K*Cg, Cout/G) and the padded NHWC input gradient for one batch block.
+
+    ``weight_t`` is _weight_matrix_t of the weight, or None when no input gradient is wanted.
+    """
     n, oh, ow, c_out = dy_nhwc.shape
     c_in = cache.x_shape[1]
-    _, c_group, kh, kw = cache.weight_shape
+    _, c_group, kh, kw = cache.weight.shape
     groups = cache.groups
     m = n * oh * ow
     dy_groups = xp.permute_dims(xp.reshape(dy_nhwc, (m, groups, c_out // groups)), (1, 0, 2))  # (G, M, Cout/G)
     dw = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)), dy_groups)                     # (G, K*Cg, Cout/G)
-    if not need_dx:
+    if weight_t is None:
         return dw, None
     # δ_prev: for each kernel offset k, δ @ W_k^T is that offset's contribution, added into its strided
     # slice of the padded input gradient (col2im without materialising all kH*kW column blocks at once).
@@ -220,7 +222,7 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, need_dx: bool):
     dx_pad = xp.zeros((n, h + top + bottom, w + left + right, c_in), dtype=dy_nhwc.dtype,
                       device=array_api_compat.device(dy_nhwc))
     for k, rows, cols_slice in _windows.offsets((kh, kw), cache.stride, cache.dilation, (oh, ow)):
-        part = _group_matmul(xp, dy_groups, cache.weight_matrix_t[:, :, k * c_group:(k + 1) * c_group])  # (G, M, Cg)
+        part = _group_matmul(xp, dy_groups, weight_t[:, :, k * c_group:(k + 1) * c_group])  # (G, M, Cg)
         part = xp.reshape(xp.permute_dims(part, (1, 0, 2)), (n, oh, ow, c_in))
         dx_pad = _windows.accumulate(dx_pad, (slice(None), rows, cols_slice, slice(None)), part)
     return dw, dx_pad
