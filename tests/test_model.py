@@ -162,3 +162,19 @@ def test_summary_lists_shapes_and_parameter_counts():
     assert "Dense(3136->128)" in text and "(N, 64, 7, 7)" in text
     expected = 1 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 3136 * 128 + 128 + 128 * 10 + 10
     assert f"total parameters: {expected:,}" in text
+
+
+def test_evaluating_switches_to_eval_and_restores_the_mode_even_after_an_error():
+    model = small_vgg(seed=0, dropout=0.5)
+    with model.evaluating() as same:
+        assert same is model and not model.training
+        assert all(not layer.training for layer in model.layers)
+    assert model.training and all(layer.training for layer in model.layers)
+    with pytest.raises(ValueError):
+        with model.evaluating():
+            model(np.zeros((1, 1, 8, 8)))             # wrong channel count
+    assert model.training
+    model.eval()
+    with model.evaluating():
+        pass
+    assert not model.training                         # a model already in eval mode stays there

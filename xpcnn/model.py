@@ -1,7 +1,8 @@
 """Sequential: a list of layers, run forward in order and backward in reverse."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+import contextlib
+from typing import Any, Iterable, Iterator
 
 import array_api_compat
 import numpy as np
@@ -128,6 +129,16 @@ class Sequential:
 
     def eval(self) -> "Sequential":
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator["Sequential"]:
+        """``with model.evaluating(): ...`` runs in evaluation mode and restores the previous mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def to(self, backend: str | Backend) -> "Sequential":
         """Move every parameter and buffer to ``backend`` (in place; returns the model)."""

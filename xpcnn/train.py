@@ -295,7 +295,6 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
         if validation_data is not None:
             scores = evaluate(model, *validation_data, loss=loss_fn, batch_size=max(batch_size, 256))
             logs.update({f"val_{k}": v for k, v in scores.items()})
-            model.train()
         logs.update(lr=optimizer.lr, seconds=seconds, images_per_s=seen / max(seconds, 1e-9))
         if scheduler is not None:
             scheduler.step()
@@ -328,10 +327,8 @@ def evaluate(model: Sequential, x, y, *, loss: str | Callable = "cross_entropy",
     loss_fn = _loss_function(loss)
     x, y = _check_data("evaluate", x, y)
     _check_targets("evaluate", model, x, y, loss_fn)
-    was_training = model.training
-    model.eval()
-    try:
-        total_loss, total_correct, counted = 0.0, 0, True
+    total_loss, total_correct, counted = 0.0, 0, True
+    with model.evaluating():
         for xb, yb in batches(x, y, batch_size, backend=model.backend, dtype=model.dtype):
             logits = model(xb)
             batch_loss, _ = loss_fn(logits, yb)
@@ -339,8 +336,6 @@ def evaluate(model: Sequential, x, y, *, loss: str | Callable = "cross_entropy",
             correct = _accuracy_count(logits, yb)
             counted = counted and correct is not None
             total_correct += int(correct) if correct is not None else 0
-    finally:
-        model.train(was_training)
     scores = {"loss": total_loss / len(x)}
     if counted:
         scores["accuracy"] = total_correct / len(x)
@@ -350,11 +345,7 @@ def evaluate(model: Sequential, x, y, *, loss: str | Callable = "cross_entropy",
 def predict(model: Sequential, x, *, batch_size: int = 256) -> np.ndarray:
     """The model's outputs (logits for a classifier) for ``x`` as a host NumPy array, in evaluation mode."""
     x = np.asarray(to_numpy(x))
-    was_training = model.training
-    model.eval()
-    try:
+    with model.evaluating():
         outputs = [to_numpy(model(xb)) for xb, _ in batches(x, None, batch_size, backend=model.backend,
                                                              dtype=model.dtype)]
-    finally:
-        model.train(was_training)
     return np.concatenate(outputs, axis=0)

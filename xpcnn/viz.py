@@ -53,10 +53,8 @@ def plot_feature_maps(model, image, out_dir: str | os.PathLike) -> list[pathlib.
     if plt is None:
         return []
     x = np.asarray(to_numpy(image))[None]
-    was_training = model.training
-    model.eval()
     paths = []
-    try:
+    with model.evaluating():
         h = model.prepare_input(x)
         model.output_shape(tuple(h.shape))
         for index, layer in enumerate(model.layers):
@@ -65,6 +63,4 @@ def plot_feature_maps(model, image, out_dir: str | os.PathLike) -> list[pathlib.
                 maps = to_numpy(h)[0].astype(np.float64)
                 paths.append(_tiles(plt, maps, f"layer {index} {layer!r}: {maps.shape[0]} feature maps",
                                     pathlib.Path(out_dir) / f"features-{index}.png", "viridis"))
-    finally:
-        model.train(was_training)
     return paths
