@@ -133,3 +133,19 @@ def test_schedules_match_torch(ours, theirs, kwargs):
         topt.step()
         tschedule.step()
         assert schedule.step() == pytest.approx(topt.param_groups[0]["lr"], rel=1e-12)
+
+
+@pytest.mark.parametrize("name,kwargs", [("StepLR", dict(step_size=2, gamma=0.5)),
+                                         ("CosineAnnealingLR", dict(T_max=5, eta_min=0.01))])
+def test_schedules_survive_a_checkpoint(tmp_path, name, kwargs):
+    import xpcnn
+    model = _model("numpy")
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    schedule = optim.SCHEDULERS[name](opt, **kwargs)
+    for _ in range(3):
+        schedule.step()
+    loaded = xpcnn.load_checkpoint(model.save(tmp_path / "s.npz", optimizer=opt, scheduler=schedule))
+    assert type(loaded.scheduler) is type(schedule) and loaded.scheduler.config() == kwargs
+    assert loaded.optimizer.lr == pytest.approx(opt.lr)
+    for _ in range(4):
+        assert loaded.scheduler.step() == pytest.approx(schedule.step(), rel=1e-15)

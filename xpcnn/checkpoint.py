@@ -28,7 +28,6 @@ VERSION = 1
 LAYER_TYPES = {cls.__name__: cls for cls in (L.Conv2D, L.Dense, L.Flatten, L.MaxPool2D, L.AvgPool2D,
                                              L.GlobalAvgPool2D, L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.Softmax,
                                              L.Dropout, L.BatchNorm2D)}
-SCHEDULERS = {"StepLR": O.StepLR, "CosineAnnealingLR": O.CosineAnnealingLR}
 
 
 class CheckpointError(ValueError):
@@ -70,20 +69,14 @@ def save(model: Sequential, path: str | os.PathLike, *, optimizer: O.Optimizer |
         meta["optimizer"] = {"type": state["type"], "step": state["step"], "hyper": state["hyper"]}
         arrays.update({f"optim.{key}": value for key, value in state["state"].items()})
     if scheduler is not None:
-        meta["scheduler"] = {**scheduler.state_dict(), "config": _scheduler_config(scheduler)}
+        if type(scheduler).__name__ not in O.SCHEDULERS:
+            raise CheckpointError(f"save: cannot save a {type(scheduler).__name__} schedule")
+        meta["scheduler"] = {**scheduler.state_dict(), "config": scheduler.config()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _scheduler_config(scheduler: O.LRScheduler) -> dict:
-    if isinstance(scheduler, O.StepLR):
-        return {"step_size": scheduler.step_size, "gamma": scheduler.gamma}
-    if isinstance(scheduler, O.CosineAnnealingLR):
-        return {"T_max": scheduler.T_max, "eta_min": scheduler.eta_min}
-    raise CheckpointError(f"save: cannot save a {type(scheduler).__name__} schedule")
 
 
 def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -141,7 +134,7 @@ def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = Non
     if "scheduler" in meta and checkpoint.optimizer is not None:
         spec = meta["scheduler"]
         try:
-            checkpoint.scheduler = SCHEDULERS[spec["type"]](checkpoint.optimizer, **spec["config"])
+            checkpoint.scheduler = O.SCHEDULERS[spec["type"]](checkpoint.optimizer, **spec["config"])
             checkpoint.scheduler.load_state_dict(spec)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: the learning-rate schedule cannot be restored: {exc}") from None

@@ -295,6 +295,10 @@ class LRScheduler:
         self.optimizer.lr = self.lr_at(self.epoch)
         return self.optimizer.lr
 
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments other than the optimizer (checkpoints rebuild the schedule from them)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "epoch": self.epoch, "base_lr": self.base_lr}
 
@@ -311,6 +315,9 @@ class StepLR(LRScheduler):
         self.step_size = positive_int("StepLR", "step_size", step_size)
         self.gamma = _check("StepLR", "gamma", gamma, 0.0)
 
+    def config(self):
+        return {"step_size": self.step_size, "gamma": self.gamma}
+
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
@@ -323,5 +330,11 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max = positive_int("CosineAnnealingLR", "T_max", T_max)
         self.eta_min = _check("CosineAnnealingLR", "eta_min", eta_min, 0.0)
 
+    def config(self):
+        return {"T_max": self.T_max, "eta_min": self.eta_min}
+
     def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+
+
+SCHEDULERS = {cls.__name__: cls for cls in (StepLR, CosineAnnealingLR)}
