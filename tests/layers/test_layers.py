@@ -97,3 +97,13 @@ def test_initialisers_have_the_documented_spread(name):
     assert w.std() == pytest.approx(expected_std, rel=0.02)
     assert abs(w.mean()) < 0.01 * expected_std * 10
     np.testing.assert_array_equal(layer.bias.data, 0.0)
+
+
+def test_batchnorm_without_affine_has_no_parameters_and_the_unit_gamma_gradient(backend):
+    x = on(backend, np.random.default_rng(2).standard_normal((4, 3, 5, 5)))
+    dy = on(backend, np.random.default_rng(3).standard_normal((4, 3, 5, 5)))
+    plain = L.BatchNorm2D(3, affine=False).build(backend, None, "float64")
+    unit = L.BatchNorm2D(3).build(backend, None, "float64")          # gamma starts at 1, beta at 0
+    assert plain.named_parameters() == []
+    np.testing.assert_allclose(to_numpy(plain(x)), to_numpy(unit(x)), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(plain.backward(dy)), to_numpy(unit.backward(dy)), rtol=1e-12, atol=1e-14)

@@ -91,9 +91,8 @@ class BatchNorm2D(Layer):
 
     def backward(self, dy, need_dx=True):
         dx, dweight, dbias = F.batch_norm2d_backward(dy, self.cache)
-        if self.affine:
-            self._accumulate(self.weight, dweight)
-            self._accumulate(self.bias, dbias)
+        self._accumulate(self.weight, dweight)   # without affine both are None and nothing is stored
+        self._accumulate(self.bias, dbias)
         return dx
 
     def extra_repr(self):
