@@ -83,7 +83,7 @@ class Optimizer:
                 if name not in state:
                     state[name] = xp.zeros_like(p.data)
             state["step"] = state.get("step", 0) + 1
-            p.data = self.update(xp, p.data, xp.astype(p.grad, p.data.dtype), state)
+            p.data = self.update(xp, p.data, xp.astype(p.grad, p.data.dtype, copy=False), state)
 
     def update(self, xp, theta, grad, state):
         """Return the new θ from the old θ, its gradient and its state (``state["step"]`` counts its updates)."""

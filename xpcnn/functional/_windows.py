@@ -43,3 +43,15 @@ def crop_hw(x: Any, pads, axes: tuple[int, int]) -> Any:
 def accumulate(target: Any, index: tuple, values: Any) -> Any:
     """``target[index] += values`` on every backend (in place where arrays are writable)."""
     return xpx.at(target)[index].add(values)
+
+
+def channels_last(x: Any, xp: Any) -> Any:
+    """An (N, C, H, W) array as (N, H, W, C) with contiguous memory: a view when x already lies in
+    that order (as conv and pooling outputs do), one transposing copy otherwise.
+
+    Elementwise arithmetic between arrays laid out in two different orders is several times slower
+    in NumPy than either a transposing copy or the same arithmetic in one order.
+    """
+    n, c, h, w = x.shape
+    flat = xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (n * h * w * c,))
+    return xp.reshape(flat, (n, h, w, c))

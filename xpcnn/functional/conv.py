@@ -153,7 +153,7 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
                                              weight_matrix, min(chunk, n - start), out_hw, c_out)
                        for start in range(0, n, chunk)], axis=0)
     if bias is not None:
-        y = y + bias
+        y += bias    # y is this call's own fresh product: in place where arrays are mutable, rebound where not
     y = xp.permute_dims(y, (0, 3, 1, 2))
     cache = Conv2dCache(cols, x_keep, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
                         groups, out_hw)

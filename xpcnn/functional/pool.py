@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
+import array_api_extra as xpx
 
 from . import _checks, _windows
 
@@ -50,16 +51,17 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     op = "max_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
     x_pad = _windows.pad_hw(x, pads, (2, 3), value=float(xp.finfo(x.dtype).min))
-    device = array_api_compat.device(x)
     index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
     y = argmax = None
     for k, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
         window = x_pad[:, :, rows, cols]
         if y is None:
-            y, argmax = window, xp.zeros(tuple(window.shape), dtype=index_dtype, device=device)
+            # zeros_like keeps the memory order of x's window (NumPy), so the running updates below
+            # combine arrays of one order
+            y, argmax = window, xp.zeros_like(window, dtype=index_dtype)
             continue
-        larger = xp.astype(window > y, index_dtype)                   # argmax <- k where strictly larger
-        argmax = argmax + larger * (k - argmax)
+        # argmax <- k where strictly larger; k exceeds every earlier index, so a maximum does the select
+        argmax = xp.maximum(argmax, xp.astype(window > y, index_dtype) * k)
         y = xp.maximum(y, window)
     if kernel == (1, 1):
         y = y + 0.0  # a fresh array, not a view of x
@@ -70,10 +72,10 @@ def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
     xp = _checks.namespace("max_pool2d_backward", dy, cache.argmax)
     _check_dy("max_pool2d_backward", dy, cache)
-    device = array_api_compat.device(dy)
+    dy, argmax = _windows.channels_last(dy, xp), _windows.channels_last(cache.argmax, xp)
 
     def routed(k):
-        hit = cache.argmax == xp.asarray(k, dtype=cache.argmax.dtype, device=device)
+        hit = argmax == xp.asarray(k, dtype=argmax.dtype, device=array_api_compat.device(dy))
         return dy * xp.astype(hit, dy.dtype)
 
     return _fold(xp, dy, cache, routed)
@@ -106,8 +108,11 @@ def avg_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): each window cell receives δ / |window|."""
     xp = _checks.namespace("avg_pool2d_backward", dy)
     _check_dy("avg_pool2d_backward", dy, cache)
-    share = dy / cache.divisor
-    return _fold(xp, dy, cache, lambda index: share)
+    divisor = cache.divisor
+    if not isinstance(divisor, float):              # (1, 1, OH, OW) real-cell counts
+        divisor = xp.permute_dims(divisor, (0, 2, 3, 1))
+    share = _windows.channels_last(dy, xp) / divisor
+    return _fold(xp, share, cache, lambda index: share)
 
 
 def _check_dy(op, dy, cache):
@@ -116,11 +121,22 @@ def _check_dy(op, dy, cache):
         raise ValueError(f"{op}: dy must have shape {expected}, got {tuple(dy.shape)}")
 
 
-def _fold(xp, dy, cache, contribution):
-    """col2im: add each kernel offset's contribution into a padded dx, then crop the padding."""
+def _fold(xp, dy_nhwc, cache, contribution):
+    """col2im: add each kernel offset's (N, OH, OW, C) contribution into a padded channels-last dx,
+    crop the padding, and return it as an (N, C, H, W) view.
+
+    Channels-last is the memory order that conv outputs and their activations have too: elementwise
+    products of arrays in one order avoid NumPy's slow mixed-order iteration.
+    """
     n, c, h, w = cache.x_shape
     top, bottom, left, right = cache.pads
-    dx = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=dy.dtype, device=array_api_compat.device(dy))
+    dx = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=dy_nhwc.dtype,
+                  device=array_api_compat.device(dy_nhwc))
+    disjoint = cache.stride[0] >= cache.kernel[0] and cache.stride[1] >= cache.kernel[1]
     for k, rows, cols in _windows.offsets(cache.kernel, cache.stride, (1, 1), cache.out_hw):
-        dx = _windows.accumulate(dx, (slice(None), slice(None), rows, cols), contribution(k))
-    return _windows.crop_hw(dx, cache.pads, (2, 3))
+        index = (slice(None), rows, cols, slice(None))
+        if disjoint:    # windows do not overlap: each cell is written once, no need to read it
+            dx = xpx.at(dx)[index].set(contribution(k))
+        else:
+            dx = _windows.accumulate(dx, index, contribution(k))
+    return xp.permute_dims(_windows.crop_hw(dx, cache.pads, (1, 2)), (0, 3, 1, 2))
