@@ -55,3 +55,25 @@ def channels_last(x: Any, xp: Any) -> Any:
     n, c, h, w = x.shape
     flat = xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (n * h * w * c,))
     return xp.reshape(flat, (n, h, w, c))
+
+
+def wide_rows(x_nhwc: Any, xp: Any) -> Any:
+    """(N, H, W, C) contiguous -> (N*H, W*C): rows long enough for NumPy's inner loops.
+
+    A per-channel vector broadcast along rows of only C values, or a reduction over axis 0 of
+    an (N*H*W, C) matrix, runs NumPy's inner loop on C elements at a time, 2-5x slower than
+    the same work on rows of W*C elements (see per_channel and channel_sum).
+    """
+    n, h, w, c = x_nhwc.shape
+    return xp.reshape(x_nhwc, (n * h, w * c))
+
+
+def per_channel(vector: Any, width: int, xp: Any) -> Any:
+    """A (C,) vector repeated ``width`` times, to broadcast along :func:`wide_rows` rows."""
+    return xp.tile(vector, (width,))
+
+
+def channel_sum(rows: Any, width: int, xp: Any) -> Any:
+    """Σ over all but the channel axis of :func:`wide_rows` rows (N*H, W*C) -> (C,)."""
+    partial = xp.sum(rows, axis=0)
+    return xp.sum(xp.reshape(partial, (width, partial.shape[0] // width)), axis=0)

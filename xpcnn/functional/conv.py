@@ -153,7 +153,10 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
                                              weight_matrix, min(chunk, n - start), out_hw, c_out)
                        for start in range(0, n, chunk)], axis=0)
     if bias is not None:
-        y += bias    # y is this call's own fresh product: in place where arrays are mutable, rebound where not
+        # y is this call's own fresh product: added in place where arrays are mutable, rebound where not
+        rows = _windows.wide_rows(y, xp)
+        rows += _windows.per_channel(bias, out_hw[1], xp)
+        y = xp.reshape(rows, (n, out_hw[0], out_hw[1], c_out))
     y = xp.permute_dims(y, (0, 3, 1, 2))
     cache = Conv2dCache(cols, x_keep, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
                         groups, out_hw)
@@ -179,8 +182,8 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     groups, (oh, ow) = cache.groups, cache.out_hw
     if tuple(dy.shape) != (n, c_out, oh, ow):
         raise ValueError(f"conv2d_backward: dy must have shape {(n, c_out, oh, ow)}, got {tuple(dy.shape)}")
-    dy_nhwc = xp.permute_dims(dy, (0, 2, 3, 1))
-    db = xp.sum(xp.reshape(dy_nhwc, (n * oh * ow, c_out)), axis=0) if cache.has_bias else None
+    dy_nhwc = _windows.channels_last(dy, xp)
+    db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias else None
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups)
     weight_t = _weight_matrix_t(xp, cache.weight, groups) if need_dx else None
     if cache.cols is not None:

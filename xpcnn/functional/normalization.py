@@ -12,70 +12,88 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _checks
+from . import _checks, _windows
 
 _BN = "batch_norm2d"
 
 
 @dataclass
 class BatchNormCache:
-    x_hat: Any
-    inv_std: Any          # (1, C, 1, 1)
-    weight: Any           # (1, C, 1, 1) or None
+    centred: Any          # (N*H, W*C): x - μ, channels-last rows (x̂ = centred * inv_std is never stored)
+    inv_std: Any          # (C,): 1 / sqrt(σ² + ε)
+    weight: Any           # (C,) or None
     training: bool
     batch_mean: Any       # (C,): what the layer blends into its running mean
     batch_var: Any        # (C,), biased (divided by M)
     count: int            # M = N*H*W
+    x_shape: tuple
+
+
+def _rows(x, xp):
+    """(N, C, H, W) -> (N*H, W*C) channels-last rows (a view when x is laid out channels-last, as
+    conv outputs are; one transposing copy otherwise). Per-channel statistics are then
+    _windows.channel_sum reductions and per-channel factors broadcast as _windows.per_channel
+    vectors, both on long contiguous rows."""
+    return _windows.wide_rows(_windows.channels_last(x, xp), xp)
+
+
+def _unrows(y, x_shape, xp):
+    n, c, h, w = x_shape
+    return xp.permute_dims(xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
 
 
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training: bool, eps: float = 1e-5):
     """x (N, C, H, W); weight, bias, running_mean, running_var (C,) (weight/bias may be None).
 
     In training the batch statistics are used (and returned in the cache for the running averages);
-    in evaluation the running statistics. Returns ``(y, cache)``.
+    in evaluation the running statistics. Returns ``(y, cache)``; y = (x - μ) · (γ / sqrt(σ² + ε)) + β,
+    with the per-channel factor formed first so the full-size array sees one product and one sum.
     """
     xp = _checks.namespace(_BN, x, weight, bias, running_mean, running_var)
     _checks.check_float(_BN, "x", x, xp)
     _checks.check_ndim(_BN, "x", x, 4, "(N, C, H, W)")
-    channels = x.shape[1]
+    channels, width = x.shape[1], x.shape[3]
     for name, array in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                         ("running_var", running_var)):
         if array is not None and tuple(array.shape) != (channels,):
             raise ValueError(f"{_BN}: {name} must have shape ({channels},), got {tuple(array.shape)}")
     count = x.shape[0] * x.shape[2] * x.shape[3]
-    if training:
-        if count < 2:
-            raise ValueError(f"{_BN}: training needs more than one value per channel, got input shape {tuple(x.shape)}")
-        mean = xp.mean(x, axis=(0, 2, 3))
-        centred = x - xp.reshape(mean, (1, channels, 1, 1))
-        var = xp.mean(centred * centred, axis=(0, 2, 3))
-    else:
-        mean, var = running_mean, running_var
-        centred = x - xp.reshape(mean, (1, channels, 1, 1))
-    inv_std = 1.0 / xp.sqrt(xp.reshape(var, (1, channels, 1, 1)) + eps)
-    x_hat = centred * inv_std
-    gamma = None if weight is None else xp.reshape(weight, (1, channels, 1, 1))
-    y = x_hat if gamma is None else x_hat * gamma
+    if training and count < 2:
+        raise ValueError(f"{_BN}: training needs more than one value per channel, got input shape {tuple(x.shape)}")
+    rows = _rows(x, xp)
+    mean = _windows.channel_sum(rows, width, xp) / count if training else running_mean
+    centred = rows - _windows.per_channel(mean, width, xp)
+    var = _windows.channel_sum(centred * centred, width, xp) / count if training else running_var
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    scale = inv_std if weight is None else inv_std * weight
+    y = centred * _windows.per_channel(scale, width, xp)
     if bias is not None:
-        y = y + xp.reshape(bias, (1, channels, 1, 1))
-    return y, BatchNormCache(x_hat, inv_std, gamma, training, mean, var, count)
+        y += _windows.per_channel(bias, width, xp)        # y is this call's fresh product
+    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape))
+    return _unrows(y, x.shape, xp), cache
 
 
 def batch_norm2d_backward(dy, cache: BatchNormCache):
-    """dy (N, C, H, W) -> ``(dx, dweight, dbias)`` (dweight/dbias are (C,); dweight is None without weight)."""
-    xp = _checks.namespace("batch_norm2d_backward", dy, cache.x_hat)
-    if tuple(dy.shape) != tuple(cache.x_hat.shape):
-        raise ValueError(f"batch_norm2d_backward: dy must have shape {tuple(cache.x_hat.shape)}, got {tuple(dy.shape)}")
-    dbias = xp.sum(dy, axis=(0, 2, 3))
-    dweight = xp.sum(dy * cache.x_hat, axis=(0, 2, 3))
+    """dy (N, C, H, W) -> ``(dx, dweight, dbias)`` (dweight/dbias are (C,); dweight is None without weight).
+
+    With x̂ = centred · inv_std and scale = γ · inv_std, the training formula
+    dx = scale · (δ - mean δ - x̂ · mean(δ x̂)) is evaluated as δ · scale + centred · b + c with the
+    per-channel b = -scale · inv_std · mean(δ x̂) and c = -scale · mean δ.
+    """
+    xp = _checks.namespace("batch_norm2d_backward", dy, cache.centred)
+    if tuple(dy.shape) != cache.x_shape:
+        raise ValueError(f"batch_norm2d_backward: dy must have shape {cache.x_shape}, got {tuple(dy.shape)}")
+    width = cache.x_shape[3]
+    rows = _rows(dy, xp)
+    dbias = _windows.channel_sum(rows, width, xp)
+    dweight = _windows.channel_sum(rows * cache.centred, width, xp) * cache.inv_std      # Σ δ x̂
     scale = cache.inv_std if cache.weight is None else cache.inv_std * cache.weight
-    if not cache.training:
-        return dy * scale, (None if cache.weight is None else dweight), dbias
-    channels = dy.shape[1]
-    mean_dy = xp.reshape(dbias, (1, channels, 1, 1)) / cache.count
-    mean_dy_xhat = xp.reshape(dweight, (1, channels, 1, 1)) / cache.count
-    dx = scale * (dy - mean_dy - cache.x_hat * mean_dy_xhat)
-    return dx, (None if cache.weight is None else dweight), dbias
+    weight_grad = None if cache.weight is None else dweight
+    dx = rows * _windows.per_channel(scale, width, xp)
+    if cache.training:
+        dx += cache.centred * _windows.per_channel(-scale * cache.inv_std * (dweight / cache.count), width, xp)
+        dx += _windows.per_channel(-scale * (dbias / cache.count), width, xp)
+    return _unrows(dx, cache.x_shape, xp), weight_grad, dbias
 
 
 def dropout_forward(x, keep_mask, p: float):
