@@ -72,8 +72,8 @@ def _chunk_size(x, per_sample: int) -> int:
 class Conv2dCache:
     """What conv2d_backward needs: the columns (or, when chunked, the padded input), the weight and the geometry."""
 
-    cols: Any            # (G, N*OH*OW, kH*kW*Cg), or None when the batch was chunked
-    x_pad: Any           # padded NHWC input when chunked (columns are rebuilt per chunk), else None
+    cols: Any            # (G, N*OH*OW, kH*kW*Cg), or (1, kH*kW*C, N*OH*OW) when channel_major; None when chunked
+    x_pad: Any           # padded input when chunked (columns are rebuilt per chunk), else None
     chunk: int           # samples per chunk
     weight: Any          # (C_out, C_in/groups, kH, kW), the forward pass's weight (a reference, not a copy)
     x_shape: tuple
@@ -83,6 +83,13 @@ class Conv2dCache:
     dilation: tuple
     groups: int
     out_hw: tuple
+    channel_major: bool = False
+
+
+#: Inputs with fewer channels than this (and one group) are unrolled channel-major: a column block per
+#: (kernel offset, channel) holding every output pixel, copied from the NCHW input in runs of OW values.
+#: The channels-last layout copies runs of only C values, 6x slower for a 3-channel image (measured).
+CHANNEL_MAJOR_BELOW = 8
 
 
 def conv_padding(op: str, padding: Any, kernel, stride, dilation) -> tuple[int, int, int, int]:
@@ -137,20 +144,24 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     pads = conv_padding(_OP, padding, (kh, kw), stride, dilation)
     out_hw = _checks.check_window(_OP, x.shape, (kh, kw), stride, pads, dilation)
 
-    x_nhwc = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))
+    channel_major = groups == 1 and c_in < CHANNEL_MAJOR_BELOW
+    if channel_major:
+        x_nhwc = _windows.pad_hw(x, pads, (2, 3))           # stays NCHW: see CHANNEL_MAJOR_BELOW
+    else:
+        x_nhwc = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))
     weight_matrix = _weight_matrix(xp, weight, groups)
-    geometry = ((kh, kw), stride, dilation, out_hw, groups)
+    geometry = ((kh, kw), stride, dilation, out_hw, groups, channel_major)
     itemsize = xp.finfo(x.dtype).bits // 8
     per_sample = out_hw[0] * out_hw[1] * kh * kw * c_group * groups * itemsize
     chunk = _chunk_size(x, per_sample)
     if chunk >= n:
         cols = _im2col(xp, x_nhwc, *geometry)
-        y = _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out)
+        y = _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major)
         x_keep = None
     else:
         cols, x_keep = None, x_nhwc
         y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_nhwc[start:start + chunk, ...], *geometry),
-                                             weight_matrix, min(chunk, n - start), out_hw, c_out)
+                                             weight_matrix, min(chunk, n - start), out_hw, c_out, channel_major)
                        for start in range(0, n, chunk)], axis=0)
     if bias is not None:
         # y is this call's own fresh product: added in place where arrays are mutable, rebound where not
@@ -159,12 +170,17 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
         y = xp.reshape(rows, (n, out_hw[0], out_hw[1], c_out))
     y = xp.permute_dims(y, (0, 3, 1, 2))
     cache = Conv2dCache(cols, x_keep, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
-                        groups, out_hw)
+                        groups, out_hw, channel_major)
     return y, cache
 
 
-def _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out):
-    """(G, M, K*Cg) @ (G, K*Cg, Cout/G) -> NHWC output (n, OH, OW, Cout)."""
+def _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major=False):
+    """(G, M, K*Cg) @ (G, K*Cg, Cout/G) -> NHWC output (n, OH, OW, Cout).
+
+    Channel-major columns (1, K*C, M) enter the product transposed (a view; BLAS reads it as such)."""
+    if channel_major:
+        return xp.reshape(xp.matmul(xp.permute_dims(cols[0, ...], (1, 0)), weight_matrix[0, ...]),
+                          (n, out_hw[0], out_hw[1], c_out))
     y = _group_matmul(xp, cols, weight_matrix)
     return xp.reshape(xp.permute_dims(y, (1, 0, 2)), (n, out_hw[0], out_hw[1], c_out))
 
@@ -184,7 +200,7 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
         raise ValueError(f"conv2d_backward: dy must have shape {(n, c_out, oh, ow)}, got {tuple(dy.shape)}")
     dy_nhwc = _windows.channels_last(dy, xp)
     db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias else None
-    geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups)
+    geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups, cache.channel_major)
     weight_t = _weight_matrix_t(xp, cache.weight, groups) if need_dx else None
     if cache.cols is not None:
         dw, dx_pad = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t)
@@ -215,7 +231,10 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
     groups = cache.groups
     m = n * oh * ow
     dy_groups = xp.permute_dims(xp.reshape(dy_nhwc, (m, groups, c_out // groups)), (1, 0, 2))  # (G, M, Cout/G)
-    dw = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)), dy_groups)                     # (G, K*Cg, Cout/G)
+    if cache.channel_major:
+        dw = xp.matmul(cols[0, ...], dy_groups[0, ...])[None, ...]
+    else:
+        dw = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)), dy_groups)                 # (G, K*Cg, Cout/G)
     if weight_t is None:
         return dw, None
     # δ_prev: for each kernel offset k, δ @ W_k^T is that offset's contribution, added into its strided
@@ -231,8 +250,15 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
     return dw, dx_pad
 
 
-def _im2col(xp, x_nhwc, kernel, stride, dilation, out_hw, groups):
-    """Columns (G, N*OH*OW, kH*kW*Cg) of a padded NHWC input, one slice per kernel offset."""
+def _im2col(xp, x_nhwc, kernel, stride, dilation, out_hw, groups, channel_major=False):
+    """Columns (G, N*OH*OW, kH*kW*Cg) of a padded NHWC input, one slice per kernel offset;
+    with ``channel_major``, columns (1, kH*kW*C, N*OH*OW) of a padded NCHW input."""
+    if channel_major:
+        n, c = x_nhwc.shape[0], x_nhwc.shape[1]
+        patches = [xp.permute_dims(x_nhwc[:, :, rows, cols], (1, 0, 2, 3))
+                   for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
+        stacked = xp.stack(patches, axis=0)                               # (K, C, N, OH, OW)
+        return xp.reshape(stacked, (1, len(patches) * c, n * out_hw[0] * out_hw[1]))
     n, _, _, c = x_nhwc.shape
     patches = [x_nhwc[:, rows, cols, :] for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
     stacked = xp.stack(patches, axis=3)                                  # (N, OH, OW, K, C)
