@@ -61,6 +61,13 @@ def _sync(backend, torch, device):
     return sync
 
 
+def _native(array: np.ndarray, backend):
+    """An (N, C, H, W) host array on ``backend`` in the memory order xpcnn's own layers hand each other:
+    channels-last memory seen as (N, C, H, W). PyTorch gets its own default, NCHW-contiguous tensors."""
+    moved = to_backend(np.ascontiguousarray(array.transpose(0, 2, 3, 1)), backend)
+    return backend.xp.permute_dims(moved, (0, 3, 1, 2))
+
+
 def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation=1, groups=1):
     def build(backend, torch, device, direction):
         rng = np.random.default_rng(0)
@@ -68,9 +75,9 @@ def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation
         w = (rng.standard_normal((c_out, c_in // groups, kernel, kernel)) * 0.1).astype(np.float32)
         b = rng.standard_normal(c_out).astype(np.float32)
         kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-        xs, ws, bs = (to_backend(a, backend) for a in (x, w, b))
+        xs, ws, bs = _native(x, backend), to_backend(w, backend), to_backend(b, backend)
         y, cache = F.conv2d_forward(xs, ws, bs, **kwargs)
-        dy = to_backend(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
+        dy = _native(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
         tx = torch.tensor(x, device=device, requires_grad=True)
         tw = torch.tensor(w, device=device, requires_grad=True)
         tb = torch.tensor(b, device=device, requires_grad=True)
@@ -78,7 +85,7 @@ def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation
             return (lambda: F.conv2d_forward(xs, ws, bs, **kwargs),
                     lambda: torch.nn.functional.conv2d(tx.detach(), tw.detach(), tb.detach(), **kwargs))
         ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
-        tdy = torch.tensor(to_numpy(dy), device=device)
+        tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
         return (lambda: F.conv2d_backward(dy, cache),
                 lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True))
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
@@ -91,15 +98,15 @@ def _pool_case(name, kind, n, c, size, kernel, stride=None, padding=0):
         ours = (F.max_pool2d_forward, F.max_pool2d_backward) if kind == "max" else \
             (F.avg_pool2d_forward, F.avg_pool2d_backward)
         theirs = torch.nn.functional.max_pool2d if kind == "max" else torch.nn.functional.avg_pool2d
-        xs = to_backend(x, backend)
+        xs = _native(x, backend)
         y, cache = ours[0](xs, kernel, stride, padding)
-        dy = to_backend(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
+        dy = _native(rng.standard_normal(tuple(y.shape)).astype(np.float32), backend)
         tx = torch.tensor(x, device=device, requires_grad=True)
         if direction == "forward":
             return (lambda: ours[0](xs, kernel, stride, padding),
                     lambda: theirs(tx.detach(), kernel, stride, padding))
         ty = theirs(tx, kernel, stride, padding)
-        tdy = torch.tensor(to_numpy(dy), device=device)
+        tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
         return (lambda: ours[1](dy, cache), lambda: torch.autograd.grad(ty, (tx,), tdy, retain_graph=True))
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
 
@@ -118,7 +125,7 @@ def _dense_case(name, n, fan_in, fan_out):
             return (lambda: F.linear_forward(xs, ws, bs),
                     lambda: torch.nn.functional.linear(tx.detach(), tw.detach(), tb.detach()))
         ty = torch.nn.functional.linear(tx, tw, tb)
-        tdy = torch.tensor(to_numpy(dy), device=device)
+        tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
         return (lambda: F.linear_backward(dy, cache),
                 lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True))
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]

@@ -23,8 +23,8 @@ class PoolCache:
     stride: tuple
     pads: tuple
     out_hw: tuple
-    argmax: Any = None      # max pooling: (N, C, OH, OW) window index of the maximum
-    divisor: Any = None     # average pooling: window sizes, broadcastable to y
+    argmax: Any = None      # max pooling: (N, OH, OW, C) window index of each maximum, channels-last
+    divisor: Any = None     # average pooling: window sizes, a float or (1, OH, OW, 1)
 
 
 def _geometry(op: str, x, kernel_size, stride, padding):
@@ -50,11 +50,13 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """
     op = "max_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
-    x_pad = _windows.pad_hw(x, pads, (2, 3), value=float(xp.finfo(x.dtype).min))
+    # the windows are taken channels-last (a view for the conv, activation and pooling outputs, which
+    # are laid out so): every pass then runs over contiguous runs of C values
+    x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2), value=float(xp.finfo(x.dtype).min))
     index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
     y = argmax = None
     for k, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
-        window = x_pad[:, :, rows, cols]
+        window = x_pad[:, rows, cols, :]
         if y is None:
             # zeros_like keeps the memory order of x's window (NumPy), so the running updates below
             # combine arrays of one order
@@ -65,14 +67,14 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         y = xp.maximum(y, window)
     if kernel == (1, 1):
         y = y + 0.0  # a fresh array, not a view of x
-    return y, PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
+    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
 
 
 def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
     xp = _checks.namespace("max_pool2d_backward", dy, cache.argmax)
     _check_dy("max_pool2d_backward", dy, cache)
-    dy, argmax = _windows.channels_last(dy, xp), _windows.channels_last(cache.argmax, xp)
+    dy, argmax = _windows.channels_last(dy, xp), cache.argmax
 
     def routed(k):
         hit = argmax == xp.asarray(k, dtype=argmax.dtype, device=array_api_compat.device(dy))
@@ -88,30 +90,27 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     """
     op = "avg_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
-    x_pad = _windows.pad_hw(x, pads, (2, 3))
+    x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))     # channels-last, as max pooling
     total = None
     for _, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
-        window = x_pad[:, :, rows, cols]
+        window = x_pad[:, rows, cols, :]
         total = window if total is None else total + window
     if count_include_pad or not any(pads):
         divisor = float(kernel[0] * kernel[1])
     else:
-        ones = xp.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype, device=array_api_compat.device(x))
-        ones = _windows.pad_hw(ones, pads, (2, 3))
-        divisor = sum(ones[:, :, rows, cols] for _, rows, cols in
+        ones = xp.ones((1, x.shape[2], x.shape[3], 1), dtype=x.dtype, device=array_api_compat.device(x))
+        ones = _windows.pad_hw(ones, pads, (1, 2))
+        divisor = sum(ones[:, rows, cols, :] for _, rows, cols in
                       _windows.offsets(kernel, stride, (1, 1), out_hw))
     y = total / divisor
-    return y, PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, divisor=divisor)
+    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, divisor=divisor)
 
 
 def avg_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): each window cell receives δ / |window|."""
     xp = _checks.namespace("avg_pool2d_backward", dy)
     _check_dy("avg_pool2d_backward", dy, cache)
-    divisor = cache.divisor
-    if not isinstance(divisor, float):              # (1, 1, OH, OW) real-cell counts
-        divisor = xp.permute_dims(divisor, (0, 2, 3, 1))
-    share = _windows.channels_last(dy, xp) / divisor
+    share = _windows.channels_last(dy, xp) / cache.divisor
     return _fold(xp, share, cache, lambda index: share)
 
 
