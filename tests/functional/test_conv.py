@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from xpcnn import functional as F, gradcheck, reference as R, to_numpy
+from xpcnn.functional import conv as conv_module
 from xpcnn.testing import assert_close, on
 
 # (N, C_in, H, W), (C_out, C_in/groups, kH, kW), keyword arguments
@@ -52,11 +53,19 @@ def _reference(x, w, b, kwargs, dy):
     return y, dx, dw, db
 
 
+@pytest.fixture(params=["channels-last", "channel-major"])
+def unrolling(request, monkeypatch):
+    """Each column layout in turn: conv2d unrolls inputs with few channels channel-major, others channels-last."""
+    monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_BELOW", 0 if request.param == "channels-last" else 10**6)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("x_shape,w_shape,kwargs", CONFIGS, ids=IDS)
-def test_conv2d_matches_reference(backend, dtype, x_shape, w_shape, kwargs):
+def test_conv2d_matches_reference(backend, dtype, x_shape, w_shape, kwargs, unrolling):
     x, w, b, kwargs = _data(x_shape, w_shape, kwargs)
     y, cache = F.conv2d_forward(*on(backend, x, w, b, dtype=dtype), **kwargs)
+    assert cache.channel_major == (unrolling == "channel-major" and kwargs.get("groups", 1) == 1)
     dy = np.random.default_rng(1).standard_normal(tuple(y.shape))
     dx, dw, db = F.conv2d_backward(on(backend, dy, dtype=dtype), cache)
     y_ref, dx_ref, dw_ref, db_ref = _reference(x, w, b, kwargs, dy)
@@ -70,7 +79,7 @@ def test_conv2d_matches_reference(backend, dtype, x_shape, w_shape, kwargs):
 
 
 @pytest.mark.parametrize("x_shape,w_shape,kwargs", CONFIGS, ids=IDS)
-def test_conv2d_numerical_gradient(backend, x_shape, w_shape, kwargs):
+def test_conv2d_numerical_gradient(backend, x_shape, w_shape, kwargs, unrolling):
     x, w, b, kwargs = _data(x_shape, w_shape, kwargs, seed=2)
     report = gradcheck(F.conv2d_forward, F.conv2d_backward, on(backend, x, w, b), forward_kwargs=kwargs)
     assert set(report) == ({0, 1} if b is None else {0, 1, 2})

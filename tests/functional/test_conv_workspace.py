@@ -17,7 +17,9 @@ def tiny_workspace():
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=(1, 0)), dict(groups=2, dilation=2,
                                                                                          padding=2)])
-def test_chunked_convolution_equals_the_reference(backend, tiny_workspace, kwargs):
+@pytest.mark.parametrize("channel_major_below", [0, 10**6])
+def test_chunked_convolution_equals_the_reference(backend, tiny_workspace, kwargs, channel_major_below, monkeypatch):
+    monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_BELOW", channel_major_below)
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((7, 4, 8, 7)), rng.standard_normal((6, 4 // kwargs.get("groups", 1), 3, 3)), \
         rng.standard_normal(6)
