@@ -77,6 +77,28 @@ def test_optimizer_state_dict_resumes_exactly(name, kwargs):
         np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
 
 
+def test_loaded_optimizer_state_is_a_copy_the_updates_never_touch(backend):
+    """Adam updates its moments in place; a state dict it was loaded from must not change with them."""
+    model = _model(backend)
+    first = optim.Adam(model.parameters(), lr=0.01)
+    x, labels = np.ones((2, 1, 8, 8)), xpcnn.to_backend(np.array([1, 2]), backend)
+    model.backward(F.softmax_cross_entropy(model(x), labels)[1])
+    first.step()
+    saved = first.state_dict()
+    before = {key: value.copy() for key, value in saved["state"].items()}
+    second = optim.Adam(model.parameters(), lr=0.01)
+    second.load_state_dict(saved)
+    for _ in range(2):
+        model.zero_grad()
+        model.backward(F.softmax_cross_entropy(model(x), labels)[1])
+        second.step()
+    for key, value in saved["state"].items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    moved = [name for name in ("exp_avg", "exp_avg_sq")
+             if not np.array_equal(xpcnn.to_numpy(second.state[0][name]), before[f"0.{name}"])]
+    assert moved == ["exp_avg", "exp_avg_sq"]
+
+
 def test_optimizer_state_follows_the_model_to_another_backend():
     pytest.importorskip("torch")
     model = _model("numpy")

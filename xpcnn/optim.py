@@ -113,7 +113,7 @@ class Optimizer:
             if not index_text.isdigit() or int(index_text) >= len(self.params) or name not in self.valid_state:
                 raise ValueError(f"{owner}.load_state_dict: unexpected state entry {key!r}")
             param = self.params[int(index_text)]
-            value = to_numpy(value)
+            value = np.array(to_numpy(value), copy=True)     # a copy: the state is updated in place
             if name == "step":
                 states[int(index_text)][name] = int(value)
                 continue
@@ -247,16 +247,27 @@ class Adam(Optimizer):
                 theta = theta * (1.0 - self.lr * self.weight_decay)
             else:
                 grad = grad + self.weight_decay * theta
-        state["exp_avg"] = beta1 * state["exp_avg"] + (1.0 - beta1) * grad
-        state["exp_avg_sq"] = beta2 * state["exp_avg_sq"] + (1.0 - beta2) * grad * grad
-        second = state["exp_avg_sq"]
+        # The moment estimates belong to this optimizer alone, so they are updated in place (no fresh
+        # parameter-sized arrays every step); on backends with immutable arrays (JAX) the augmented
+        # assignments rebind instead. Same operations, in the same order, as the formula above.
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg *= beta1
+        exp_avg += (1.0 - beta1) * grad
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1.0 - beta2) * grad * grad
+        state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
+        second = exp_avg_sq
         if self.amsgrad:
             state["max_exp_avg_sq"] = xp.maximum(state["max_exp_avg_sq"], second)
             second = state["max_exp_avg_sq"]
         t = state["step"]
         step_size = self.lr / (1.0 - beta1 ** t)
-        denom = xp.sqrt(second) / math.sqrt(1.0 - beta2 ** t) + self.eps
-        return theta - step_size * (state["exp_avg"] / denom)
+        denom = xp.sqrt(second)
+        denom /= math.sqrt(1.0 - beta2 ** t)
+        denom += self.eps
+        step = exp_avg / denom
+        step *= step_size
+        return theta - step
 
     def hyperparameters(self):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay,
