@@ -38,11 +38,15 @@ def test_chunked_convolution_equals_the_reference(backend, tiny_workspace, kwarg
     assert_close(dw_only, dw_ref, backend, name="dweight without dx")
 
 
-def test_cpu_blocks_are_bounded_and_gpu_takes_the_workspace():
+def test_cpu_blocks_unless_the_columns_are_small_and_gpu_takes_the_workspace(monkeypatch):
     x = np.zeros((1, 1, 1, 1), np.float32)
-    per_sample = 1000
-    assert conv_module._chunk_size(x, per_sample) == min(F.get_workspace_limit(), conv_module._cpu_block_bytes) // per_sample
-    assert conv_module._chunk_size(x, 10**12) == 1
+    per_sample = 2**20                                       # 1 MiB of columns per sample
+    whole = conv_module._cpu_whole_bytes // per_sample
+    assert conv_module._chunk_size(x, per_sample, whole) == whole                       # built at once
+    assert conv_module._chunk_size(x, per_sample, whole + 1) == conv_module._cpu_block_bytes // per_sample
+    assert conv_module._chunk_size(x, 10**12, 4) == 1
+    monkeypatch.setattr(conv_module, "_on_gpu", lambda array: True)
+    assert conv_module._chunk_size(x, per_sample, 10**6) == F.get_workspace_limit() // per_sample
 
 
 def test_workspace_limit_must_be_positive():

@@ -49,10 +49,14 @@ def get_workspace_limit() -> int:
     return _workspace_limit
 
 
-#: On CPU devices the batch is processed in blocks of about this many column bytes even below the
-#: workspace limit: small blocks stay in cache and their buffers are reused instead of freshly paged in
-#: (measured: VGG-style step 132 -> 99 ms at 4 MiB on a 2-core machine). GPUs take one block.
+#: On CPU devices, a batch whose columns exceed _cpu_whole_bytes is processed in blocks of about
+#: _cpu_block_bytes of columns, rebuilt in the backward pass instead of kept. glibc serves freed blocks
+#: below its 32 MiB mmap ceiling from reused heap memory, but maps every larger array afresh, so its
+#: pages fault in (and are zeroed) on every step. Measured on a 2-core machine, VGG-style step:
+#: 132 ms with whole-batch columns, 99 ms with 4 MiB blocks; building columns of up to 32 MiB whole
+#: took 2-8% off the LeNet and VGG steps against blocking those too. GPUs take one block.
 _cpu_block_bytes = int(float(os.environ.get("XPCNN_CONV_BLOCK_MB", "4")) * 2**20)
+_cpu_whole_bytes = 32 * 2**20
 
 
 def _on_gpu(x) -> bool:
@@ -62,10 +66,14 @@ def _on_gpu(x) -> bool:
     return getattr(device, "type", None) == "cuda" or "gpu" in str(getattr(device, "platform", "")).lower()
 
 
-def _chunk_size(x, per_sample: int) -> int:
-    """Samples per block: bounded by the workspace limit, and on CPUs by the cache-friendly block size."""
-    budget = _workspace_limit if _on_gpu(x) else min(_workspace_limit, _cpu_block_bytes)
-    return max(1, budget // max(per_sample, 1))
+def _chunk_size(x, per_sample: int, n: int) -> int:
+    """Samples per block of a batch of ``n``: bounded by the workspace limit, and on CPUs by the block
+    size unless the whole batch's columns are small enough to be built at once."""
+    if _on_gpu(x):
+        return max(1, _workspace_limit // max(per_sample, 1))
+    if per_sample * n <= min(_workspace_limit, _cpu_whole_bytes):
+        return n
+    return max(1, min(_workspace_limit, _cpu_block_bytes) // max(per_sample, 1))
 
 
 @dataclass
@@ -153,7 +161,7 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     geometry = ((kh, kw), stride, dilation, out_hw, groups, channel_major)
     itemsize = xp.finfo(x.dtype).bits // 8
     per_sample = out_hw[0] * out_hw[1] * kh * kw * c_group * groups * itemsize
-    chunk = _chunk_size(x, per_sample)
+    chunk = _chunk_size(x, per_sample, n)
     if chunk >= n:
         cols = _im2col(xp, x_nhwc, *geometry)
         y = _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major)
