@@ -13,7 +13,10 @@ Backward, with δ = dL/dy:
 Implementation: the input is viewed as NHWC and unrolled into columns by looping
 over the kH*kW kernel offsets only (strided slices), so the whole batch becomes one
 matrix product per group; δ_prev is the same product transposed, folded back by
-adding kH*kW strided slices (col2im).
+adding kH*kW strided slices (col2im). Inputs with few channels (an image in the first
+layer) are unrolled channel-major from their NCHW layout instead (CHANNEL_MAJOR_BELOW).
+The output and δ_prev are NCHW views of channels-last memory, the order every layer
+hands on (see _windows.channels_last).
 """
 from __future__ import annotations
 
@@ -154,21 +157,21 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
 
     channel_major = groups == 1 and c_in < CHANNEL_MAJOR_BELOW
     if channel_major:
-        x_nhwc = _windows.pad_hw(x, pads, (2, 3))           # stays NCHW: see CHANNEL_MAJOR_BELOW
+        x_padded = _windows.pad_hw(x, pads, (2, 3))           # stays NCHW: see CHANNEL_MAJOR_BELOW
     else:
-        x_nhwc = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))
+        x_padded = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))
     weight_matrix = _weight_matrix(xp, weight, groups)
     geometry = ((kh, kw), stride, dilation, out_hw, groups, channel_major)
     itemsize = xp.finfo(x.dtype).bits // 8
     per_sample = out_hw[0] * out_hw[1] * kh * kw * c_group * groups * itemsize
     chunk = _chunk_size(x, per_sample, n)
     if chunk >= n:
-        cols = _im2col(xp, x_nhwc, *geometry)
+        cols = _im2col(xp, x_padded, *geometry)
         y = _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major)
         x_keep = None
     else:
-        cols, x_keep = None, x_nhwc
-        y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_nhwc[start:start + chunk, ...], *geometry),
+        cols, x_keep = None, x_padded
+        y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_padded[start:start + chunk, ...], *geometry),
                                              weight_matrix, min(chunk, n - start), out_hw, c_out, channel_major)
                        for start in range(0, n, chunk)], axis=0)
     if bias is not None:
@@ -258,17 +261,17 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
     return dw, dx_pad
 
 
-def _im2col(xp, x_nhwc, kernel, stride, dilation, out_hw, groups, channel_major=False):
+def _im2col(xp, x_padded, kernel, stride, dilation, out_hw, groups, channel_major=False):
     """Columns (G, N*OH*OW, kH*kW*Cg) of a padded NHWC input, one slice per kernel offset;
     with ``channel_major``, columns (1, kH*kW*C, N*OH*OW) of a padded NCHW input."""
     if channel_major:
-        n, c = x_nhwc.shape[0], x_nhwc.shape[1]
-        patches = [xp.permute_dims(x_nhwc[:, :, rows, cols], (1, 0, 2, 3))
+        n, c = x_padded.shape[0], x_padded.shape[1]
+        patches = [xp.permute_dims(x_padded[:, :, rows, cols], (1, 0, 2, 3))
                    for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
         stacked = xp.stack(patches, axis=0)                               # (K, C, N, OH, OW)
         return xp.reshape(stacked, (1, len(patches) * c, n * out_hw[0] * out_hw[1]))
-    n, _, _, c = x_nhwc.shape
-    patches = [x_nhwc[:, rows, cols, :] for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
+    n, _, _, c = x_padded.shape
+    patches = [x_padded[:, rows, cols, :] for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
     stacked = xp.stack(patches, axis=3)                                  # (N, OH, OW, K, C)
     m, k = n * out_hw[0] * out_hw[1], kernel[0] * kernel[1]
     if groups == 1:
