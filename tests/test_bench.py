@@ -16,6 +16,7 @@ def test_harness_writes_json_and_markdown(tmp_path):
     names = [r["name"] for r in payload["results"]]
     assert names == ["dense 3136->128 forward", "dense 3136->128 backward"]
     assert all(r["xpcnn_ms"] > 0 and r["torch_ms"] > 0 for r in payload["results"])
+    assert all(0 < low <= high for low, high in (r["ratio_quartiles"] for r in payload["results"]))
     table = (tmp_path / "smoke.md").read_text()
     assert "| dense 3136->128 forward |" in table and "Batch-1 LeNet forward" in table
 
@@ -27,3 +28,18 @@ def test_every_case_builds_on_both_sides():
         if case.group == "ops":
             ours, theirs = case.build(resolve("numpy"), torch, "cpu")
             ours(), theirs()
+
+
+def test_ratio_spread_comes_from_the_paired_blocks(monkeypatch):
+    """Each round pairs an xpcnn block with the PyTorch block after it; the spread is the quartiles of
+    those per-round ratios, the headline ratio the ratio of the overall medians."""
+    ticks = iter([4.0, 4.0, 4.0, 1.0, 1.0, 1.0,      # round 1: ratio 4
+                  2.0, 2.0, 2.0, 1.0, 1.0, 1.0,      # round 2: ratio 2
+                  3.0, 3.0, 3.0, 1.0, 1.0, 1.0,      # round 3: ratio 3
+                  6.0, 6.0, 6.0, 2.0, 2.0, 2.0])     # round 4: ratio 3
+    monkeypatch.setattr(bench, "_time", lambda fn, sync: next(ticks))
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.0)
+    case = bench.Case("ops", "fake", lambda backend, torch, device: (lambda: None, lambda: None), 1)
+    result = bench.run_case(case, None, None, "cpu", repeat=4, warmup=0)
+    assert (result.xpcnn_ms, result.torch_ms) == (3.5, 1.0)
+    assert result.ratio_quartiles == pytest.approx((2.25, 3.75))

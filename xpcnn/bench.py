@@ -47,6 +47,7 @@ class Result:
     torch_ms: float
     images: int = 0
     extra: dict = field(default_factory=dict)
+    ratio_quartiles: tuple = ()   # 25th and 75th percentile of the per-round ratios (block median / block median)
 
     @property
     def ratio(self) -> float:
@@ -82,7 +83,7 @@ def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation
         tw = torch.tensor(w, device=device, requires_grad=True)
         tb = torch.tensor(b, device=device, requires_grad=True)
         if direction == "forward":
-            return (lambda: F.conv2d_forward(xs, ws, bs, **kwargs),
+            return (lambda: F.conv2d_forward(xs, ws, bs, training=False, **kwargs),     # as PyTorch without autograd
                     lambda: torch.nn.functional.conv2d(tx.detach(), tw.detach(), tb.detach(), **kwargs))
         ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
         tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
@@ -243,14 +244,17 @@ def run_case(case: Case, backend, torch, device, repeat: int, warmup: int) -> Re
     for _ in range(warmup):
         ours(), theirs()
     sync()
-    mine, ref = [], []
+    mine, ref, rounds = [], [], []
     for _ in range(repeat):
         for fn, times in ((ours, mine), (theirs, ref)):
             time.sleep(SETTLE_SECONDS)
             fn()
             sync()
             times.extend(_time(fn, sync) for _ in range(BLOCK))
-    return Result(case.group, case.name, statistics.median(mine), statistics.median(ref), case.images)
+        rounds.append(statistics.median(mine[-BLOCK:]) / statistics.median(ref[-BLOCK:]))
+    quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [rounds[0]] * 3
+    return Result(case.group, case.name, statistics.median(mine), statistics.median(ref), case.images,
+                  ratio_quartiles=(quartiles[0], quartiles[2]))
 
 
 def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dict:
@@ -316,15 +320,18 @@ def markdown(info: dict, results: list[Result], memory: dict | None, overhead: f
     lines = [f"# xpcnn vs PyTorch: backend `{info['backend']}` on {info['device']}", "",
              f"{info['date']}; {info['cpu']} ({info['cpu_count']} CPUs); Python {info['python']}, "
              f"NumPy {info['numpy']}, PyTorch {info['torch']} ({info['torch_threads']} threads); float32; "
-             "median of interleaved blocks of calls.", ""]
+             f"median of interleaved blocks of {BLOCK} calls; the ratio's spread is the 25th-75th percentile of "
+             "the ratios of adjacent xpcnn and PyTorch blocks.", ""]
     for group in ("ops", "steps", "scaling"):
         rows = [r for r in results if r.group == group]
         if not rows:
             continue
-        lines += [f"## {group}", "", "| case | xpcnn ms | PyTorch ms | ratio | xpcnn img/s |", "|---|---:|---:|---:|---:|"]
+        lines += [f"## {group}", "", "| case | xpcnn ms | PyTorch ms | ratio | ratio spread | xpcnn img/s |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in rows:
             rate = f"{r.images / r.xpcnn_ms * 1e3:,.0f}" if r.images else "-"
-            lines.append(f"| {r.name} | {r.xpcnn_ms:.2f} | {r.torch_ms:.2f} | {r.ratio:.2f} | {rate} |")
+            spread = "{:.2f}-{:.2f}".format(*r.ratio_quartiles) if r.ratio_quartiles else "-"
+            lines.append(f"| {r.name} | {r.xpcnn_ms:.2f} | {r.torch_ms:.2f} | {r.ratio:.2f} | {spread} | {rate} |")
         lines.append("")
     if memory:
         lines += ["## memory", "", "| conv 3x3 32->64 28x28 forward+backward | peak MB | inputs+outputs MB |",

@@ -66,3 +66,31 @@ def test_peak_memory_stays_near_the_workspace_plus_inputs_and_outputs():
     finally:
         conv_module._cpu_block_bytes = previous
     assert whole["peak_mb"] > small["peak_mb"] + 10
+
+
+def test_evaluation_forward_blocks_the_columns_and_a_backward_pass_still_works(monkeypatch):
+    monkeypatch.setattr(conv_module, "_cpu_block_bytes", 100_000)       # below the batch's 280 kB of columns
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((6, 8, 9, 9)), rng.standard_normal((5, 8, 3, 3)), rng.standard_normal(5)
+    y_train, kept = F.conv2d_forward(x, w, b, padding=1)
+    y_eval, blocked = F.conv2d_forward(x, w, b, padding=1, training=False)
+    assert kept.cols is not None                                       # small: built whole and kept
+    assert blocked.cols is None and blocked.chunk < 6                    # columns dropped, input kept
+    np.testing.assert_allclose(y_eval, y_train, rtol=1e-12)
+    dy = rng.standard_normal(tuple(y_eval.shape))
+    for got, want in zip(F.conv2d_backward(dy, blocked), R.conv2d_backward(dy, x, w, padding=1)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_layer_blocks_in_evaluation_mode(monkeypatch):
+    monkeypatch.setattr(conv_module, "_cpu_block_bytes", 100_000)
+    from xpcnn.layers import Conv2D
+    from xpcnn.backend import resolve
+    layer = Conv2D(8, 4, 3, padding=1)
+    layer.build(resolve("numpy"), np.random.default_rng(0), "float64")
+    x = np.random.default_rng(1).standard_normal((6, 8, 9, 9))
+    layer.forward(x)
+    assert layer.cache.cols is not None
+    layer.training = False
+    layer.forward(x)
+    assert layer.cache.cols is None

@@ -62,7 +62,7 @@ class Conv2D(Layer):
         self.output_shape(tuple(x.shape))
         y, self.cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                        stride=self.stride, padding=self.padding, dilation=self.dilation,
-                                       groups=self.groups)
+                                       groups=self.groups, training=self.training)
         return y
 
     def backward(self, dy, need_dx=True):
