@@ -29,7 +29,10 @@ def test_a_checkpoint_saved_on_one_backend_loads_on_another(backend, tmp_path):
         np.testing.assert_array_equal(loaded.optimizer.state_dict()["state"][key], value, err_msg=key)
     x = np.ones((2, 3, 8, 8), np.float32)
     model.eval(), loaded.model.eval()
-    np.testing.assert_allclose(xpcnn.to_numpy(loaded.model(x)), model(x), rtol=1e-5, atol=1e-6)
+    expected = model(x)
+    # float32 through conv layers on two BLAS libraries: rounding is relative to the logits' scale
+    np.testing.assert_allclose(xpcnn.to_numpy(loaded.model(x)), expected, rtol=1e-5,
+                               atol=1e-5 * float(np.abs(expected).max()))
 
 
 def test_checkpoints_hold_no_pickle(tmp_path):
