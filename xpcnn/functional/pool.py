@@ -77,8 +77,7 @@ def max_pool2d_backward(dy, cache: PoolCache):
     dy, argmax = _windows.channels_last(dy, xp), cache.argmax
 
     def routed(k):
-        hit = argmax == xp.asarray(k, dtype=argmax.dtype, device=array_api_compat.device(dy))
-        return dy * xp.astype(hit, dy.dtype)
+        return dy * xp.astype(argmax == k, dy.dtype)
 
     return _fold(xp, dy, cache, routed)
 
