@@ -69,6 +69,11 @@ def _native(array: np.ndarray, backend):
     return backend.xp.permute_dims(moved, (0, 3, 1, 2))
 
 
+def _torch_copy(array, torch, device):
+    """A contiguous PyTorch tensor with the values of ``array`` (a strided δ slowed PyTorch's max-pool backward 5x)."""
+    return torch.tensor(np.ascontiguousarray(to_numpy(array)), device=device)
+
+
 def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation=1, groups=1):
     def build(backend, torch, device, direction):
         rng = np.random.default_rng(0)
@@ -86,7 +91,7 @@ def _conv_case(name, n, c_in, c_out, size, kernel, stride=1, padding=0, dilation
             return (lambda: F.conv2d_forward(xs, ws, bs, training=False, **kwargs),     # as PyTorch without autograd
                     lambda: torch.nn.functional.conv2d(tx.detach(), tw.detach(), tb.detach(), **kwargs))
         ty = torch.nn.functional.conv2d(tx, tw, tb, **kwargs)
-        tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
+        tdy = _torch_copy(dy, torch, device)
         return (lambda: F.conv2d_backward(dy, cache),
                 lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True))
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
@@ -107,7 +112,7 @@ def _pool_case(name, kind, n, c, size, kernel, stride=None, padding=0):
             return (lambda: ours[0](xs, kernel, stride, padding),
                     lambda: theirs(tx.detach(), kernel, stride, padding))
         ty = theirs(tx, kernel, stride, padding)
-        tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
+        tdy = _torch_copy(dy, torch, device)
         return (lambda: ours[1](dy, cache), lambda: torch.autograd.grad(ty, (tx,), tdy, retain_graph=True))
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
 
@@ -126,7 +131,7 @@ def _dense_case(name, n, fan_in, fan_out):
             return (lambda: F.linear_forward(xs, ws, bs),
                     lambda: torch.nn.functional.linear(tx.detach(), tw.detach(), tb.detach()))
         ty = torch.nn.functional.linear(tx, tw, tb)
-        tdy = torch.tensor(np.ascontiguousarray(to_numpy(dy)), device=device)
+        tdy = _torch_copy(dy, torch, device)
         return (lambda: F.linear_backward(dy, cache),
                 lambda: torch.autograd.grad(ty, (tx, tw, tb), tdy, retain_graph=True))
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
