@@ -143,3 +143,80 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_readable(tmp_p
     assert result.returncode == -signal.SIGKILL
     assert path.read_bytes() == before
     xpcnn.load(path)
+
+
+def _bn_model(backend="numpy"):
+    from xpcnn import layers as L
+    return xpcnn.Sequential([L.Conv2D(1, 2, 3), L.BatchNorm2D(2), L.ReLU(), L.Flatten(), L.Dense(2 * 4 * 4, 3)],
+                            backend=backend, seed=0)
+
+
+def test_every_array_keeps_its_shape_through_load_state_dict_save_and_load(backend, tmp_path):
+    """The 0-d buffer num_batches_tracked once came back as (1,) and made every later checkpoint unreadable."""
+    model = _bn_model(backend)
+    shapes = {key: value.shape for key, value in model.state_dict().items()}
+    assert shapes["1.num_batches_tracked"] == ()
+    model.load_state_dict(model.state_dict())
+    model.load_state_dict(model.state_dict())                      # twice, as loading a PyTorch state dict twice did
+    assert {key: value.shape for key, value in model.state_dict().items()} == shapes
+    assert tuple(model.layers[1].num_batches_tracked.shape) == ()
+    path = model.save(tmp_path / "again.npz")
+    again = xpcnn.load(path, backend=backend)
+    assert {key: value.shape for key, value in again.state_dict().items()} == shapes
+
+
+@pytest.mark.parametrize("path", ["resume", "early_stopping", "rollback"])
+def test_resume_early_stopping_and_rollback_leave_checkpoints_that_load(tmp_path, path):
+    from xpcnn import functional as F
+    from xpcnn.train import EarlyStopping, TrainingDiverged
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((24, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 24)
+    model = _bn_model()
+    optimizer = optim.Adam(model.parameters())
+    if path == "resume":
+        first = model.save(tmp_path / "first.npz", optimizer=optimizer, epoch=0)
+        model.fit(x, y, optimizer=optimizer, epochs=2, resume=first, progress=False, verbose=0)
+    elif path == "early_stopping":
+        stopper = EarlyStopping(monitor="loss", patience=0, min_delta=1e9)   # never improves after epoch 1
+        model.fit(x, y, optimizer=optimizer, epochs=3, progress=False, verbose=0, callbacks=[stopper])
+        assert stopper.stopped_epoch == 2
+    else:
+        calls = []
+
+        def loss(logits, labels):
+            calls.append(1)
+            value, grad = F.softmax_cross_entropy(logits, labels)
+            return (value * float("nan") if len(calls) == 5 else value), grad
+
+        with pytest.raises(TrainingDiverged):
+            model.fit(x, y, optimizer=optimizer, loss=loss, epochs=3, batch_size=8, progress=False, verbose=0)
+    reloaded = xpcnn.load(model.save(tmp_path / "after.npz"))
+    assert reloaded.state_dict()["1.num_batches_tracked"].shape == ()
+
+
+def test_a_checkpoint_written_with_a_one_element_buffer_still_loads(tmp_path):
+    model = _bn_model()
+    state = model.state_dict()
+    state["1.num_batches_tracked"] = np.asarray([7])               # what xpcnn 0.1.0 wrote after load_state_dict
+    model.load_state_dict(state)
+    assert tuple(model.layers[1].num_batches_tracked.shape) == () and int(model.layers[1].num_batches_tracked) == 7
+
+
+def test_optimizer_state_is_restored_on_each_parameters_own_device():
+    strict = pytest.importorskip("array_api_strict")
+    second = xpcnn.Backend("array_api_strict", strict, strict.Device("device1"))
+    model = _bn_model(second)
+    optimizer = optim.Adam(model.parameters())
+    x, y = np.random.default_rng(1).standard_normal((6, 1, 6, 6)), np.array([0, 1, 2, 0, 1, 2])
+    model.fit(x, y, optimizer=optimizer, progress=False, verbose=0)
+    optimizer.load_state_dict(optimizer.state_dict())
+    assert {str(state["exp_avg"].device) for state in optimizer.state} == {str(strict.Device("device1"))}
+    model.fit(x, y, optimizer=optimizer, progress=False, verbose=0)     # "Arrays from two different devices" before
+
+
+def test_to_backend_moves_an_array_between_devices_of_one_library():
+    strict = pytest.importorskip("array_api_strict")
+    second = xpcnn.Backend("array_api_strict", strict, strict.Device("device1"))
+    array = strict.asarray([1.0, 2.0])
+    moved = xpcnn.to_backend(array, second)
+    assert moved.device == strict.Device("device1") and array.device != moved.device

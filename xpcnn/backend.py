@@ -220,7 +220,8 @@ def to_backend(array: Any, backend: str | Backend | None = None, dtype: str | No
     xp = target.xp
     source = backend_of(array) if _is_array(array) else None
     if source == target.name:
-        moved = array
+        # the same library may still hold the array on another device (a second GPU, a strict Device)
+        moved = array if _compat.device(array) == target.device else _compat.to_device(array, target.device)
     elif source in ("cupy", "torch:cuda") and target.name in ("cupy", "torch:cuda"):
         moved = xp.from_dlpack(array)
     else:
@@ -233,6 +234,23 @@ def to_backend(array: Any, backend: str | Backend | None = None, dtype: str | No
         if moved.dtype != want:
             moved = xp.astype(moved, want)
     return moved
+
+
+def like(value: Any, reference: Any) -> Any:
+    """``value`` (a host array, or any backend's) on ``reference``'s library and device, in its dtype."""
+    xp = _compat.array_namespace(reference)
+    device = _compat.device(reference)
+    if _is_array(value) and backend_of(value) == backend_of(reference):
+        moved = value if _compat.device(value) == device else _compat.to_device(value, device)
+    else:
+        host = to_numpy(value)
+        moved = xp.asarray(host if host.flags.c_contiguous else np.ascontiguousarray(host), device=device)
+    return moved if moved.dtype == reference.dtype else xp.astype(moved, reference.dtype)
+
+
+def same_place(a: Any, b: Any) -> bool:
+    """Whether two arrays belong to one library and one device."""
+    return backend_of(a) == backend_of(b) and _compat.device(a) == _compat.device(b)
 
 
 def _is_array(obj: Any) -> bool:

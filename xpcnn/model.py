@@ -169,6 +169,8 @@ class Sequential:
                 problems.append(f"unexpected key {key!r}")
                 continue
             array = to_numpy(value)
+            if array.shape == (1,) and expected[key].shape == ():
+                array = array.reshape(())   # checkpoints of xpcnn 0.1.0 stored 0-d buffers with shape (1,)
             if array.shape != expected[key].shape:
                 problems.append(f"{key!r}: expected shape {expected[key].shape}, got {array.shape}")
             elif expected[key].dtype.kind != array.dtype.kind and not (
@@ -187,8 +189,7 @@ class Sequential:
                 param.data, param.grad = to_backend(host[f"{i}.{name}"], self.backend, dtype=self.dtype), None
             for name, value in layer.named_buffers():
                 kind_dtype = self.dtype if host[f"{i}.{name}"].dtype.kind == "f" else None
-                setattr(layer, name, to_backend(np.ascontiguousarray(host[f"{i}.{name}"]), self.backend,
-                                                dtype=kind_dtype))
+                setattr(layer, name, to_backend(host[f"{i}.{name}"], self.backend, dtype=kind_dtype))
         self._checked_shapes.clear()
 
     # ------------------------------------------------------------------ training (xpcnn.train, xpcnn.checkpoint)

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import array_api_compat
 import numpy as np
 
-from .backend import backend_of, dtype_name, to_backend, to_numpy
+from .backend import like, same_place, to_numpy
 from .functional._checks import positive_int
 from .layers.base import Parameter
 
@@ -77,8 +77,8 @@ class Optimizer:
                 continue
             xp = array_api_compat.array_namespace(p.data)
             for name, value in state.items():
-                if name != "step" and backend_of(value) != backend_of(p.data):  # the model moved: state follows
-                    state[name] = to_backend(value, backend_of(p.data))
+                if name != "step" and not same_place(value, p.data):  # the model moved: its state follows
+                    state[name] = like(value, p.data)
             for name in self.state_names:
                 if name not in state:
                     state[name] = xp.zeros_like(p.data)
@@ -120,7 +120,7 @@ class Optimizer:
             if value.shape != param.shape:
                 raise ValueError(f"{owner}.load_state_dict: {key!r} has shape {value.shape}, "
                                  f"its parameter {param.shape}")
-            states[int(index_text)][name] = to_backend(value, backend_of(param.data), dtype=dtype_name(param.data))
+            states[int(index_text)][name] = like(value, param.data)   # the parameter's own device and dtype
         hyper = dict(saved.get("hyper", {}))
         for name, value in hyper.items():
             if not hasattr(self, name):

@@ -78,21 +78,27 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
         self.sign = 1.0 if "acc" in monitor else -1.0   # accuracy goes up, loss goes down
         self.best, self.best_state, self.wait, self.stopped_epoch = -math.inf, None, 0, None
+        self.best_epoch = None
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.monitor not in logs:
             raise ValueError(f"EarlyStopping: metric {self.monitor!r} is not logged; have {sorted(logs)}")
         score = self.sign * logs[self.monitor]
         if score > self.best + self.min_delta:
-            self.best, self.wait = score, 0
+            self.best, self.wait, self.best_epoch = score, 0, epoch
             if self.restore_best_weights:
                 self.best_state = trainer.model.state_dict()
         else:
             self.wait += 1
             if self.wait > self.patience:
                 trainer.stop_training, self.stopped_epoch = True, epoch
+                message = (f"early stopping after epoch {epoch}: {self.monitor} has not improved by more than "
+                           f"{self.min_delta:g} for {self.wait} epoch{'s' if self.wait > 1 else ''} "
+                           f"(best {self.sign * self.best:.4f} at epoch {self.best_epoch})")
                 if self.best_state is not None:
                     trainer.model.load_state_dict(self.best_state)
+                    message += f"; restored the weights of epoch {self.best_epoch}"
+                trainer.say(message)
 
 
 class ModelCheckpoint(Callback):
@@ -154,6 +160,12 @@ class Trainer:
         self.epochs, self.rng, self.history = epochs, rng, history
         self.epoch = 0
         self.stop_training = False
+        self.verbose = 1
+
+    def say(self, message: str) -> None:
+        """Print a line for the user unless fit runs with verbose=0 (callbacks report through this)."""
+        if self.verbose:
+            print(message, flush=True)
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> pathlib.Path:
         return ckpt.save(self.model, path, optimizer=self.optimizer, scheduler=self.scheduler, epoch=self.epoch,
@@ -227,8 +239,13 @@ def _progress(enabled: bool, total: int, description: str):
 def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entropy", epochs: int = 1,
         batch_size: int = 32, validation_data=None, shuffle: bool = True, seed: int | None = None,
         callbacks: Iterable[Callback] = (), progress: bool = True, scheduler: LRScheduler | None = None,
-        augment: Callable | None = None, resume: "ckpt.Checkpoint | str | os.PathLike | None" = None) -> History:
+        augment: Callable | None = None, resume: "ckpt.Checkpoint | str | os.PathLike | None" = None,
+        verbose: int = 1) -> History:
     """Train ``model`` on host arrays ``x`` (N, C, H, W) and ``y`` (labels (N,) or targets).
+
+    ``verbose=1`` (the default) prints one line per epoch (and callbacks such as EarlyStopping say
+    what they did), with a progress bar when stderr is a terminal and ``progress`` is true;
+    ``verbose=0`` prints nothing.
 
     ``epochs`` counts from the start of training, so resuming a checkpoint saved after epoch 2
     with ``epochs=4`` trains epochs 3 and 4. ``augment(x_batch, rng)`` transforms host batches.
@@ -238,6 +255,8 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"fit: optimizer must be an xpcnn.optim optimizer, got {type(optimizer).__name__}")
     positive_int("fit", "epochs", epochs)
+    if verbose not in (0, 1, True, False):
+        raise ValueError(f"fit: verbose must be 0 (silent) or 1 (a line per epoch), got {verbose!r}")
     loss_fn = _loss_function(loss)
     x, y = _check_data("fit", x, y)
     _check_targets("fit", model, x, y, loss_fn)
@@ -251,14 +270,17 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
         start_epoch, history = _resume(model, optimizer, scheduler, rng, resume)
     trainer = Trainer(model, optimizer, scheduler, loss_fn, epochs, rng, history)
     trainer.epoch = start_epoch
+    trainer.verbose = int(verbose)
     callbacks = list(callbacks)
+    if verbose and not any(isinstance(callback, EpochPrinter) for callback in callbacks):
+        callbacks.insert(0, EpochPrinter())
     for callback in callbacks:
         callback.on_train_begin(trainer)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
         good_state = model.state_dict()
         good_optimizer = optimizer.state_dict()
-        bar = _progress(progress, len(x), f"epoch {epoch}/{epochs}")
+        bar = _progress(progress and verbose, len(x), f"epoch {epoch}/{epochs}")
         started = time.perf_counter()
         total_loss, total_correct, seen, counted = 0.0, 0, 0, True
         for index, (xb, yb) in enumerate(batches(x, y, batch_size, backend=model.backend, dtype=model.dtype,

@@ -94,3 +94,52 @@ def test_conv_layer_blocks_in_evaluation_mode(monkeypatch):
     layer.training = False
     layer.forward(x)
     assert layer.cache.cols is None
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channel_major_below", [0, 10**6])
+def test_a_batch_that_is_not_a_multiple_of_the_block_works_in_training_and_evaluation(
+        backend, training, channel_major_below, monkeypatch):
+    """7 samples in blocks of 3: the last block holds one sample and its slice must stop at the batch's end
+    (array_api_strict refuses a stop past it)."""
+    monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_BELOW", channel_major_below)
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((7, 4, 8, 7)), rng.standard_normal((6, 4, 3, 3)), rng.standard_normal(6)
+    per_sample = 8 * 7 * 9 * 4 * 8                         # float64 columns of one sample: OH*OW*kH*kW*C*8
+    previous = F.get_workspace_limit()
+    F.set_workspace_limit(3 * per_sample)
+    try:
+        y, cache = F.conv2d_forward(*on(backend, x, w, b), padding=1, training=training)
+        assert cache.chunk == 3 and cache.cols is None
+        dy = rng.standard_normal(tuple(y.shape))
+        dx, dw, db = F.conv2d_backward(on(backend, dy), cache)
+    finally:
+        F.set_workspace_limit(previous)
+    dx_ref, dw_ref, db_ref = R.conv2d_backward(dy, x, w, padding=1)
+    assert_close(y, R.conv2d(x, w, b, padding=1), backend, name="y")
+    assert_close(dx, dx_ref, backend, name="dx")
+    assert_close(dw, dw_ref, backend, name="dweight")
+    assert_close(db, db_ref, backend, name="dbias")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_every_layer_of_a_model_takes_an_odd_batch_in_blocks(backend, mode, monkeypatch):
+    """The reported crash: evaluation of a LeNet-like model on array_api_strict with blocked columns."""
+    import xpcnn
+    from xpcnn import layers as L
+    monkeypatch.setattr(conv_module, "_workspace_limit", 3 * 16 * 16 * 9 * 8)   # 3 samples of both convs
+    model = xpcnn.Sequential([L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.MaxPool2D(2),
+                              L.Conv2D(4, 8, 3, padding=1), L.ReLU(), L.AvgPool2D(2), L.Flatten(),
+                              L.Dropout(0.25), L.Dense(8 * 4 * 4, 10)], backend=backend, seed=0, dtype="float64")
+    getattr(model, mode)()
+    x = np.random.default_rng(1).standard_normal((13, 1, 16, 16))
+    reference = xpcnn.Sequential([L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.MaxPool2D(2),
+                                  L.Conv2D(4, 8, 3, padding=1), L.ReLU(), L.AvgPool2D(2), L.Flatten(),
+                                  L.Dropout(0.25), L.Dense(8 * 4 * 4, 10)], backend="numpy", seed=0, dtype="float64")
+    getattr(reference, mode)()
+    y = model(x)
+    assert model.layers[0].cache.chunk == model.layers[4].cache.chunk == 3
+    dx = model.backward(on(backend, np.ones((13, 10))))
+    monkeypatch.setattr(conv_module, "_workspace_limit", 2**30)     # the reference in one block
+    assert_close(y, reference(x), backend, name="y")
+    assert_close(dx, reference.backward(np.ones((13, 10))), backend, name="dx")

@@ -81,6 +81,12 @@ def _chunk_size(x, per_sample: int, n: int, keep_columns: bool = True) -> int:
     return max(1, min(_workspace_limit, _cpu_block_bytes) // max(per_sample, 1))
 
 
+def _blocks(n: int, chunk: int) -> list[slice]:
+    """Batch slices of ``chunk`` samples; the last one stops at ``n`` (the Array API leaves stops past
+    the end unspecified, and array_api_strict refuses them)."""
+    return [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+
+
 @dataclass
 class Conv2dCache:
     """What conv2d_backward needs: the columns (or, when chunked, the padded input), the weight and the geometry."""
@@ -176,9 +182,9 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
         x_keep = None
     else:
         cols, x_keep = None, x_padded
-        y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_padded[start:start + chunk, ...], *geometry),
-                                             weight_matrix, min(chunk, n - start), out_hw, c_out, channel_major)
-                       for start in range(0, n, chunk)], axis=0)
+        y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_padded[block, ...], *geometry),
+                                             weight_matrix, block.stop - block.start, out_hw, c_out, channel_major)
+                       for block in _blocks(n, chunk)], axis=0)
     if bias is not None:
         # y is this call's own fresh product: added in place where arrays are mutable, rebound where not
         rows = _windows.wide_rows(y, xp)
@@ -222,9 +228,9 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
         dw, dx_pad = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t)
     else:
         dw, dx_blocks = None, []
-        for start in range(0, n, cache.chunk):
-            cols = _im2col(xp, cache.x_pad[start:start + cache.chunk, ...], *geometry)
-            dw_block, dx_block = _backward_block(xp, dy_nhwc[start:start + cache.chunk, ...], cols, cache, weight_t)
+        for block in _blocks(n, cache.chunk):
+            cols = _im2col(xp, cache.x_pad[block, ...], *geometry)
+            dw_block, dx_block = _backward_block(xp, dy_nhwc[block, ...], cols, cache, weight_t)
             dw = dw_block if dw is None else dw + dw_block
             dx_blocks.append(dx_block)
         dx_pad = xp.concat(dx_blocks, axis=0) if need_dx else None
