@@ -1,1 +1,1 @@
-"""xpcnn's benchmark suite: ``python -m benchmarks --help``. The code lives in ``xpcnn.bench``."""
+"""xpcnn's benchmark suite against PyTorch (``python -m benchmarks --help``); it lives outside the installed package."""

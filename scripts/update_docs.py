@@ -1,7 +1,7 @@
 """Rewrite the worked-example blocks of docs/math.md with the current output of `xpcnn teach`.
 
 A block is delimited by ``<!-- teach NAME [--option value ...] -->`` and ``<!-- /teach -->``.
-tests/teach/test_docs.py checks that every block equals what xpcnn prints today.
+tests/teach/test_teach_docs.py checks that every block equals what xpcnn prints today.
 """
 from __future__ import annotations
 

@@ -42,7 +42,22 @@ def xp(backend):
     return backend.xp
 
 
+@pytest.fixture(autouse=True)
+def _run_in_a_temporary_folder(tmp_path, monkeypatch):
+    """Each test runs in its own temporary folder, so a relative path (a CLI's runs/, a README example's
+    file) never lands in the repository; tests reach the repository through __file__."""
+    monkeypatch.chdir(tmp_path)
+
+
 def pytest_configure(config):
+    # Hypothesis keeps no example database (it would be written to .hypothesis/ in the working tree).
+    try:
+        from hypothesis import settings
+    except ImportError:
+        pass
+    else:
+        settings.register_profile("xpcnn", database=None)
+        settings.load_profile("xpcnn")
     # TF32 would make float32 GPU matmuls differ from NumPy by ~1e-3.
     os.environ.setdefault("CUPY_TF32", "0")
     try:
@@ -56,7 +71,7 @@ def pytest_configure(config):
 def _torch_twin(model):
     """The same architecture built with torch.nn, float64, with the xpcnn weights loaded by key."""
     torch = pytest.importorskip("torch")
-    from xpcnn.bench import torch_twin
+    from xpcnn.testing import torch_twin
     return torch_twin(model, torch, "cpu", torch.float64)
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from xpcnn import bench
+from benchmarks import harness as bench
 
 
 def test_harness_writes_json_and_markdown(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import xpcnn
 from xpcnn import optim
 from xpcnn.checkpoint import CheckpointError
-from xpcnn.models import vgg_small
+from xpcnn.zoo import vgg_small
 
 
 def _saved(tmp_path, backend="numpy"):
@@ -86,7 +86,7 @@ def test_wrong_version_and_wrong_shapes_are_explained(tmp_path):
     with pytest.raises(CheckpointError, match=r"'0.weight': expected shape \(4, 3, 3, 3\), got \(4, 3, 2, 2\)"):
         xpcnn.load(path)
     path.write_bytes(b"plain text, not a zip")
-    with pytest.raises(CheckpointError, match="not a readable xpcnn checkpoint"):
+    with pytest.raises(CheckpointError, match="not an xpcnn checkpoint: not a zip archive"):
         xpcnn.load(path)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         xpcnn.load(tmp_path / "absent.npz")

@@ -119,3 +119,11 @@ def test_random_shift_moves_images_within_bounds():
     assert shifted.shape == x.shape and shifted.sum() == 50
     assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
     assert len(set(zip(*np.nonzero(shifted[:, 0])[1:]))) > 5
+
+
+def test_bundled_sample_is_stored_shuffled_so_a_prefix_holds_every_digit():
+    (x_train, y_train), (x_test, y_test) = datasets.load_mnist_sample()
+    assert np.bincount(y_train[:500], minlength=10).min() >= 30      # sorted by label, [:500] held only 0s and 1s
+    assert np.bincount(y_test[:100], minlength=10).min() >= 3
+    (again, labels), _ = datasets.load_mnist_sample()
+    np.testing.assert_array_equal(labels, y_train)                   # the same fixed order on every call

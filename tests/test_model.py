@@ -3,7 +3,7 @@ import pytest
 
 import xpcnn
 from xpcnn import functional as F, gradcheck, layers as L, to_numpy
-from xpcnn.models import lenet, vgg_small
+from xpcnn.zoo import lenet, vgg_small
 from xpcnn.testing import assert_close
 
 
@@ -157,8 +157,14 @@ def test_inputs_from_another_backend_or_of_integer_dtype_are_refused():
         model(np.zeros((2, 1, 12, 12), dtype=np.uint8))
 
 
+def test_summary_prints_the_table_once_and_summary_text_returns_it(capsys):
+    model = lenet(seed=0)
+    assert model.summary((1, 28, 28)) is None          # a notebook shows nothing more than the printed table
+    assert capsys.readouterr().out == model.summary_text((1, 28, 28)) + "\n"
+
+
 def test_summary_lists_shapes_and_parameter_counts():
-    text = lenet(seed=0).summary((1, 28, 28))
+    text = lenet(seed=0).summary_text((1, 28, 28))
     assert "Dense(3136->128)" in text and "(N, 64, 7, 7)" in text
     expected = 1 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 3136 * 128 + 128 + 128 * 10 + 10
     assert f"total parameters: {expected:,}" in text

@@ -3,7 +3,7 @@ import pytest
 
 import xpcnn
 from xpcnn import functional as F, optim
-from xpcnn.models import lenet
+from xpcnn.zoo import lenet
 from xpcnn.testing import assert_close
 
 # (xpcnn class, torch class name, keyword arguments)

@@ -7,7 +7,7 @@ import pytest
 import xpcnn
 from xpcnn import optim
 from xpcnn.datasets import images_to_float, load_mnist_sample, random_shift
-from xpcnn.models import lenet
+from xpcnn.zoo import lenet
 from xpcnn.train import EarlyStopping, MetricsLogger, ModelCheckpoint, TrainingDiverged
 
 
@@ -128,3 +128,57 @@ def test_fit_refuses_bad_arguments(digits):
         model.fit(x, y[:9], optimizer=optim.Adam(model.parameters()))
     with pytest.raises(ValueError, match="loss must be one of cross_entropy, mse"):
         model.fit(x, y, optimizer=optim.Adam(model.parameters()), loss="hinge")
+
+
+def test_fit_prints_a_line_per_epoch_by_default_and_nothing_with_verbose_0(digits, capsys):
+    x, y, xt, yt = digits
+    model = _model()
+    model.fit(x[:64], y[:64], optimizer=optim.SGD(model.parameters(), lr=0.01), epochs=2, batch_size=32,
+              progress=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    model.fit(x[:64], y[:64], optimizer=optim.SGD(model.parameters(), lr=0.01), epochs=2, batch_size=32,
+              progress=False, verbose=0)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="fit: verbose must be 0 .silent. or 1"):
+        model.fit(x[:64], y[:64], optimizer=optim.SGD(model.parameters(), lr=0.01), verbose=2)
+
+
+def test_early_stopping_says_when_and_why_it_stopped(digits, capsys):
+    x, y, xt, yt = digits
+    model = _model()
+    stopper = EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
+    model.fit(x[:64], y[:64], optimizer=optim.Adam(model.parameters()), epochs=5, batch_size=32,
+              validation_data=(xt[:32], yt[:32]), progress=False, callbacks=[stopper])
+    out = capsys.readouterr().out
+    assert ("early stopping after epoch 3: val_loss has not improved by more than 10 for 2 epochs (best "
+            in out) and "at epoch 1); restored the weights of epoch 1" in out
+
+
+def test_an_epoch_at_learning_rate_zero_is_announced(digits):
+    x, y, _, _ = digits
+    model = _model()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    schedule = optim.CosineAnnealingLR(optimizer, T_max=1)     # lr reaches 0 after epoch 1
+    with pytest.warns(UserWarning, match="fit: epoch 2 runs at learning rate 0"):
+        model.fit(x[:32], y[:32], optimizer=optimizer, scheduler=schedule, epochs=2, progress=False, verbose=0)
+
+
+def test_default_initialisation_gives_pytorchs_output_scale(digits):
+    """An untrained classifier starts near the uniform loss ln 10, as PyTorch's defaults do (He init gave 4-5)."""
+    torch = pytest.importorskip("torch")
+    x, y, xt, yt = digits
+    losses, spreads = [], []
+    for seed in range(3):
+        model = lenet(seed=seed)
+        losses.append(model.evaluate(xt, yt)["loss"])
+        spreads.append(float(np.std(model.predict(xt))))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                               torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(3136, 128), torch.nn.ReLU(),
+                               torch.nn.Linear(128, 10))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        reference = float(twin(torch.tensor(xt)).std())
+    assert all(abs(loss - np.log(10)) < 0.1 for loss in losses), losses
+    assert all(reference / 3 < spread < reference * 3 for spread in spreads), (spreads, reference)

@@ -82,6 +82,15 @@ def save(model: Sequential, path: str | os.PathLike, *, optimizer: O.Optimizer |
 def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        hint = f" (did you mean {path / 'checkpoint.npz'}?)" if (path / "checkpoint.npz").is_file() else ""
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.npz){hint}")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic[:2] != b"PK":           # every .npz is a zip archive
+        kind = "a single NumPy array (.npy)" if magic == b"\x93NUM" else "not a zip archive"
+        raise CheckpointError(f"{path}: not an xpcnn checkpoint: {kind}; expected the .npz written by "
+                              "xpcnn train or model.save")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import pathlib
 import sys
@@ -46,65 +47,120 @@ def _prepare(images, labels, mean=None, std=None):
 
 
 # ----------------------------------------------------------------------------- commands
-def cmd_train(args) -> int:
+#: What `xpcnn train` uses when neither the command line nor a resumed checkpoint says otherwise.
+TRAIN_DEFAULTS = {"model": "lenet", "epochs": 12, "batch_size": 64, "lr": 2e-3, "optimizer": "adam",
+                  "data": "sample", "seed": 0}
+
+
+def _backend(name):
+    """The --backend option, or $XPCNN_BACKEND when it is not given (then NumPy)."""
+    from .backend import get_backend, resolve
+
+    return resolve(name) if name is not None else get_backend()
+
+
+def _output_folder(args) -> pathlib.Path:
+    """--out, the resumed checkpoint's own folder, or a new runs/<timestamp>; refused if it is a file."""
+    if args.out:
+        out = pathlib.Path(args.out)
+    elif args.resume:
+        out = pathlib.Path(args.resume).parent
+    else:
+        out = pathlib.Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out: {out} exists and is not a directory; choose a folder")
+    return out
+
+
+def _resumed(args, backend):
+    """The checkpoint named by --resume, and the run settings: the checkpoint's, overridden by the options given."""
     import xpcnn
+
+    checkpoint = xpcnn.load_checkpoint(args.resume, backend)
+    if checkpoint.optimizer is None:
+        raise CommandError(f"--resume: {args.resume} holds no optimizer state; it cannot be resumed")
+    saved = checkpoint.metadata.get("run", {})
+    settings = {key: getattr(args, key) if getattr(args, key) is not None else saved.get(key, default)
+                for key, default in TRAIN_DEFAULTS.items()}
+    if checkpoint.epoch >= settings["epochs"]:
+        raise CommandError(f"--resume: {args.resume} has finished its {checkpoint.epoch} epochs; "
+                           f"pass --epochs N with N > {checkpoint.epoch} to train longer")
+    return checkpoint, settings
+
+
+def _stretch_schedule(scheduler, epochs: int) -> str | None:
+    """A cosine schedule made for fewer epochs is recomputed for ``epochs`` (see --help); returns what changed."""
+    from .optim import CosineAnnealingLR
+
+    if not isinstance(scheduler, CosineAnnealingLR) or scheduler.T_max == epochs:
+        return None
+    previous, scheduler.T_max = scheduler.T_max, epochs
+    scheduler.optimizer.lr = scheduler.lr_at(scheduler.epoch)
+    return (f"the cosine schedule now spans {epochs} epochs (was {previous}); "
+            f"epoch {scheduler.epoch + 1} starts at lr {scheduler.optimizer.lr:.3g}")
+
+
+def cmd_train(args) -> int:
     from . import optim
     from .datasets import random_shift
-    from .models import MODELS
-    from .train import EpochPrinter, MetricsLogger, ModelCheckpoint
+    from .zoo import MODELS
+    from .train import MetricsLogger, ModelCheckpoint
 
-    if args.epochs < 1:
-        raise CommandError(f"--epochs must be at least 1, got {args.epochs}")
-    if args.batch_size < 1:
-        raise CommandError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.lr > 0:
-        raise CommandError(f"--lr must be positive, got {args.lr}")
-    backend = xpcnn.set_backend(args.backend)
-    (x_train, y_train), (x_test, y_test) = load_data(args.data, download=True)
+    backend = _backend(args.backend)
+    if args.resume:
+        checkpoint, settings = _resumed(args, backend)
+    else:
+        checkpoint, settings = None, {key: getattr(args, key) if getattr(args, key) is not None else default
+                                      for key, default in TRAIN_DEFAULTS.items()}
+    if not math.isfinite(settings["lr"]) or settings["lr"] <= 0:
+        raise CommandError(f"--lr must be a positive finite number, got {settings['lr']}")
+    out = _output_folder(args)
+    (x_train, y_train), (x_test, y_test) = load_data(settings["data"], download=True)
     x_train, y_train, mean, std = _prepare(x_train, y_train)
     x_test, y_test, _, _ = _prepare(x_test, y_test, mean, std)
-    out = pathlib.Path(args.out or pathlib.Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / "checkpoint.npz"
-    metadata = {"data": args.data, "input_mean": mean, "input_std": std, "image_shape": list(x_train.shape[1:]),
-                "classes": [str(c) for c in range(10)]}
-
-    if args.resume:
-        checkpoint = xpcnn.load_checkpoint(args.resume, backend)
-        model = checkpoint.model
-        if checkpoint.optimizer is None:
-            raise CommandError(f"{args.resume} holds no optimizer state; it cannot be resumed")
-        optimizer, scheduler = checkpoint.optimizer, checkpoint.scheduler
-        resume = checkpoint
-        print(f"resuming {args.resume} after epoch {checkpoint.epoch}")
+    if checkpoint is not None:
+        model, optimizer, scheduler = checkpoint.model, checkpoint.optimizer, checkpoint.scheduler
+        stretched = _stretch_schedule(scheduler, settings["epochs"])
+        print(f"resuming {args.resume} after epoch {checkpoint.epoch} of {settings['epochs']}"
+              + (f"; {stretched}" if stretched else ""))
     else:
         channels, size = x_train.shape[1], x_train.shape[2]
-        model = MODELS[args.model](in_channels=channels, image_size=size, seed=args.seed, backend=backend)
-        optimizer = optim.OPTIMIZERS[args.optimizer](model.parameters(), lr=args.lr)
-        scheduler = optim.CosineAnnealingLR(optimizer, T_max=args.epochs)
-        resume = None
+        model = MODELS[settings["model"]](in_channels=channels, image_size=size, seed=settings["seed"], backend=backend)
+        optimizer = optim.OPTIMIZERS[settings["optimizer"]](model.parameters(), lr=settings["lr"])
+        scheduler = optim.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
+    checkpoint_path = out / "checkpoint.npz"
+    metadata = {"data": settings["data"], "input_mean": mean, "input_std": std,
+                "image_shape": list(x_train.shape[1:]), "classes": [str(c) for c in range(10)], "run": settings}
     if args.trace_first_batch:
         from .teach import trace
-        print(trace(model, x_train[:min(args.batch_size, 4)], y_train[:min(args.batch_size, 4)]))
-    print(f"training {args.model if not args.resume else 'checkpoint'} on {args.data} "
-          f"({len(x_train)} train / {len(x_test)} test images) with backend {backend.name}, "
-          f"{args.epochs} epochs, batch {args.batch_size}, {type(optimizer).__name__} lr {optimizer.lr:g}")
+        count = min(settings["batch_size"], 4)
+        print(trace(model, x_train[:count], y_train[:count], optimizer=optimizer))
+    print(f"training {settings['model']} on {settings['data']} ({len(x_train)} train / {len(x_test)} test images) "
+          f"with backend {backend.name}, {settings['epochs']} epochs, batch {settings['batch_size']}, "
+          f"{type(optimizer).__name__} lr {optimizer.lr:g}")
     augment = None if args.no_augment else (lambda xb, rng: random_shift(xb, rng, 2))
-    callbacks = [EpochPrinter(), ModelCheckpoint(checkpoint_path, metadata), MetricsLogger(out / "metrics.csv")]
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = [ModelCheckpoint(checkpoint_path, metadata), MetricsLogger(out / "metrics.csv")]
     try:
-        history = model.fit(x_train, y_train, optimizer=optimizer, scheduler=scheduler, epochs=args.epochs,
-                            batch_size=args.batch_size, validation_data=(x_test, y_test), seed=args.seed,
-                            callbacks=callbacks, progress=not args.no_progress, augment=augment, resume=resume)
+        history = model.fit(x_train, y_train, optimizer=optimizer, scheduler=scheduler, epochs=settings["epochs"],
+                            batch_size=settings["batch_size"], validation_data=(x_test, y_test),
+                            seed=settings["seed"], callbacks=callbacks, progress=not args.no_progress,
+                            augment=augment, resume=checkpoint)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; the last complete epoch is saved in {checkpoint_path} "
-              f"(resume with: xpcnn train --resume {checkpoint_path})", file=sys.stderr)
+        if checkpoint_path.exists():
+            print(f"\ninterrupted; the last complete epoch is saved in {checkpoint_path} "
+                  f"(resume with: xpcnn train --resume {checkpoint_path})", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()                                   # a run that failed before its first epoch leaves nothing
+        raise
     scores = model.evaluate(x_test, y_test)
     print(f"test accuracy {scores['accuracy']:.4f}  test loss {scores['loss']:.4f}")
     print(f"checkpoint: {checkpoint_path}\nmetrics:    {out / 'metrics.csv'}")
     from .plots import plot_history
-    picture = plot_history(history.history, out / "curves.png")
-    print(f"curves:     {picture}" if picture else "curves:     skipped (install matplotlib for the PNG)")
+    print(f"curves:     {plot_history(history.history, out / 'curves.png')}")
     return 0
 
 
@@ -123,30 +179,37 @@ def cmd_evaluate(args) -> int:
 
 
 def read_image(path: pathlib.Path, shape: Sequence[int]) -> np.ndarray:
-    """An image file as a (C, H, W) array with values 0-255: ``.npy`` as stored, ``.png`` via Pillow."""
+    """An image file as a (C, H, W) array: ``.npy`` as stored, any other file through Pillow (PNG, JPEG, ...)."""
     if not path.exists():
         raise CommandError(f"image not found: {path}")
-    if path.suffix == ".npy":
+    if path.is_dir():
+        raise CommandError(f"{path}: is a folder; expected an image file")
+    if path.suffix.lower() == ".npy":
+        if not path.read_bytes()[:6] == b"\x93NUMPY":
+            raise CommandError(f"{path}: not a NumPy .npy file (no .npy header); save arrays with numpy.save")
         try:
             image = np.load(path, allow_pickle=False)
         except ValueError as exc:
-            raise CommandError(f"{path}: not a readable .npy array ({exc})") from None
-    elif path.suffix.lower() == ".png":
+            raise CommandError(f"{path}: not a readable .npy array of numbers ({exc})") from None
+    else:
         try:
-            from PIL import Image
+            from PIL import Image, UnidentifiedImageError
         except ImportError:
-            raise CommandError("reading PNG files needs Pillow: pip install pillow") from None
+            raise CommandError("reading image files needs Pillow: pip install pillow") from None
         try:
             with Image.open(path) as picture:
-                picture = picture.convert("L")
+                picture = picture.convert("L" if shape[0] == 1 else "RGB")
                 if picture.size != (shape[-1], shape[-2]):
                     picture = picture.resize((shape[-1], shape[-2]))
                 image = np.asarray(picture)
-        except OSError as exc:
-            raise CommandError(f"{path}: not a readable PNG ({exc})") from None
-    else:
-        raise CommandError(f"{path}: expected a .png or .npy file")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CommandError(f"{path}: not an image Pillow can read ({type(exc).__name__}); "
+                               "expected a picture file (.png, .jpg, ...) or a .npy array") from None
+        if image.ndim == 3:
+            image = np.moveaxis(image, -1, 0)
     image = np.asarray(image)
+    if image.dtype.kind not in "uif":
+        raise CommandError(f"{path}: expected an array of numbers, got dtype {image.dtype}")
     if image.ndim == 2:
         image = image[None]
     if tuple(image.shape) != tuple(shape):
@@ -155,17 +218,48 @@ def read_image(path: pathlib.Path, shape: Sequence[int]) -> np.ndarray:
     return image
 
 
+def as_training_images(image: np.ndarray, dark_background: bool) -> tuple[np.ndarray, list[str]]:
+    """An image (C, H, W) on the 0-255 scale and with the training data's background, and what was changed.
+
+    Two common mismatches are converted: floats in [0, 1] (scaled by 255), and a light background
+    where the training images have a dark one (a black digit on white paper: inverted).
+    """
+    notes = []
+    image = np.asarray(image, dtype=np.float64)
+    if image.max() <= 1.0 and image.min() >= 0.0 and image.max() > 0:
+        image = image * 255.0
+        notes.append("values in [0, 1]: scaled to 0-255")
+    border = np.concatenate([image[:, 0, :].ravel(), image[:, -1, :].ravel(), image[:, :, 0].ravel(),
+                             image[:, :, -1].ravel()])
+    if dark_background and border.mean() > 127.5:
+        image = 255.0 - image
+        notes.append("light background: inverted to a light digit on dark, as the training images are")
+    return image, notes
+
+
+def _images_for(checkpoint, paths: Sequence[str]) -> np.ndarray:
+    """The images at ``paths``, read, converted to the training data's conventions (saying so), and normalised."""
+    meta = checkpoint.metadata
+    shape = meta.get("image_shape", [1, 28, 28])
+    dark_background = meta.get("input_mean", 0.0) < 0.5      # MNIST's mean pixel is 0.13: dark background
+    images = []
+    for path in paths:
+        image, notes = as_training_images(read_image(pathlib.Path(path), shape), dark_background)
+        for note in notes:
+            print(f"note: {path}: {note}", file=sys.stderr)
+        images.append(image)
+    x, _, _, _ = _prepare(np.stack(images) / 255.0, np.zeros(len(images)), meta.get("input_mean"),
+                          meta.get("input_std"))
+    return x
+
+
 def cmd_predict(args) -> int:
     import xpcnn
     from .functional import softmax_forward
 
     checkpoint = xpcnn.load_checkpoint(args.checkpoint, args.backend)
-    meta = checkpoint.metadata
-    shape = meta.get("image_shape", [1, 28, 28])
-    classes = meta.get("classes", [str(c) for c in range(10)])
-    images = np.stack([read_image(pathlib.Path(p), shape) for p in args.images])
-    x, _, _, _ = _prepare(images, np.zeros(len(images)), meta.get("input_mean"), meta.get("input_std"))
-    logits = checkpoint.model.predict(x)
+    classes = checkpoint.metadata.get("classes", [str(c) for c in range(10)])
+    logits = checkpoint.model.predict(_images_for(checkpoint, args.images))
     probabilities, _ = softmax_forward(logits.astype(np.float64))
     for path, row in zip(args.images, probabilities):
         top = np.argsort(-row)[:3]
@@ -205,91 +299,148 @@ def cmd_teach(args) -> int:
 
 def cmd_viz(args) -> int:
     import xpcnn
-    from . import viz
+    from . import plots
 
     checkpoint = xpcnn.load_checkpoint(args.checkpoint, args.backend)
-    meta = checkpoint.metadata
-    shape = meta.get("image_shape", [1, 28, 28])
-    image = read_image(pathlib.Path(args.image), shape)
-    x, _, _, _ = _prepare(image[None], np.zeros(1), meta.get("input_mean"), meta.get("input_std"))
+    x = _images_for(checkpoint, [args.image])
     out = pathlib.Path(args.out)
-    written = [viz.plot_filters(checkpoint.model, out / "filters.png")]
-    written += viz.plot_feature_maps(checkpoint.model, x[0], out)
+    written = [plots.plot_filters(checkpoint.model, out / "filters.png")]
+    written += plots.plot_feature_maps(checkpoint.model, x[0], out)
     if checkpoint.history:
-        written.append(viz.plot_history(checkpoint.history, out / "curves.png"))
-    written = [path for path in written if path is not None]
-    if not written:
-        raise CommandError("drawing PNGs needs matplotlib: pip install matplotlib")
+        written.append(plots.plot_history(checkpoint.history, out / "curves.png"))
     for path in written:
         print(path)
     return 0
 
 
 # ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the mistake and where to read more, not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help that keeps the epilog's line breaks (each option's help states its default itself)."""
+
+
+def _count(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def positive_count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _count(text, 1)
+
+
+def non_negative_count(text: str) -> int:
+    """An argparse type: an integer >= 0 (seeds)."""
+    return _count(text, 0)
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+_BACKEND_HELP = "array library to compute with (default: $XPCNN_BACKEND, else numpy)"
+
+TRAIN_EPILOG = """\
+resuming: --resume CKPT continues the run that wrote CKPT: its model, optimizer, learning-rate schedule,
+data order, settings (epochs, batch size, data, seed) and output folder, unless an option says otherwise.
+--epochs counts from the start of the run, so --epochs 20 on a checkpoint of epoch 12 trains 8 more; the
+cosine schedule is then recomputed for the new length, lr(e) = lr0 (1 + cos(pi e / epochs)) / 2, so the
+learning rate continues on the curve of a run planned for that many epochs instead of sitting at 0.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .backend import BACKEND_NAMES
-    from .models import MODELS
+    from .zoo import MODELS
     from .optim import OPTIMIZERS
 
-    parser = argparse.ArgumentParser(prog="xpcnn", description="Convolutional networks with hand-written "
-                                     "backpropagation on NumPy, CuPy, PyTorch, JAX and array_api_strict.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="xpcnn", description="Convolutional networks with hand-written "
+                     "backpropagation on NumPy, CuPy, PyTorch, JAX and array_api_strict.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    train = commands.add_parser("train", help="train a network (default: LeNet on the bundled MNIST sample)")
-    train.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
-    train.add_argument("--model", default="lenet", choices=sorted(MODELS))
-    train.add_argument("--epochs", type=int, default=12)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    train.add_argument("--data", default="sample", help="sample (bundled), mnist, fashion-mnist, or a directory "
-                       "of IDX files (mnist and fashion-mnist are downloaded to ~/.cache/xpcnn, or $XPCNN_DATA)")
-    train.add_argument("--out", default=None, help="output directory (default runs/<timestamp>)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", default=None, metavar="CKPT", help="continue training from a checkpoint")
+    train = commands.add_parser("train", help="train a network (default: LeNet on the bundled MNIST sample)",
+                                formatter_class=_Help, epilog=TRAIN_EPILOG)
+    d = TRAIN_DEFAULTS
+    train.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
+    train.add_argument("--model", default=None, choices=sorted(MODELS), help=f"architecture (default: {d['model']})")
+    train.add_argument("--epochs", type=positive_count, default=None,
+                       help=f"total epochs of the run, counted from its start (default: {d['epochs']})")
+    train.add_argument("--batch-size", type=positive_count, default=None,
+                       help=f"images per training step (default: {d['batch_size']})")
+    train.add_argument("--lr", type=positive_number, default=None,
+                       help=f"initial learning rate, annealed to 0 by a cosine schedule (default: {d['lr']:g})")
+    train.add_argument("--optimizer", default=None, choices=sorted(OPTIMIZERS), help=f"(default: {d['optimizer']})")
+    train.add_argument("--data", default=None, help="sample (bundled), mnist, fashion-mnist, or a directory "
+                       "of IDX files (mnist and fashion-mnist are downloaded to ~/.cache/xpcnn, or $XPCNN_DATA) "
+                       f"(default: {d['data']})")
+    train.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>, or the resumed "
+                       "checkpoint's folder)")
+    train.add_argument("--seed", type=non_negative_count, default=None,
+                       help=f"seed of the initial weights, data order, dropout and shifts (default: {d['seed']})")
+    train.add_argument("--resume", default=None, metavar="CKPT", help="continue the run that wrote CKPT (see below)")
     train.add_argument("--no-augment", action="store_true", help="no random shifts of the training images")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--trace-first-batch", action="store_true",
-                       help="before training, print every layer's forward and backward arrays for 4 images")
+                       help="before training, print every layer's forward and backward arrays for 4 images "
+                       "(training itself is unchanged)")
     train.set_defaults(run=cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="accuracy of a checkpoint on a test set")
-    evaluate.add_argument("checkpoint")
+    evaluate = commands.add_parser("evaluate", help="accuracy of a checkpoint on a test set", formatter_class=_Help)
+    evaluate.add_argument("checkpoint", help="a .npz checkpoint written by xpcnn train or model.save")
     evaluate.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
-    evaluate.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
+    evaluate.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    predict = commands.add_parser("predict", help="top-3 classes for images (.png or .npy)")
-    predict.add_argument("checkpoint")
-    predict.add_argument("images", nargs="+")
-    predict.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
+    predict = commands.add_parser("predict", help="top-3 classes for images (any format Pillow reads, or .npy)",
+                                  formatter_class=_Help)
+    predict.add_argument("checkpoint", help="a .npz checkpoint")
+    predict.add_argument("images", nargs="+", help="image files: .png, .jpg, ... or .npy arrays (H, W) or (C, H, W)")
+    predict.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
     predict.set_defaults(run=cmd_predict)
 
     backends = commands.add_parser("backends", help="which backends are installed and usable")
     backends.set_defaults(run=cmd_backends)
 
-    teach = commands.add_parser("teach", help="worked examples of forward and backward propagation")
+    teach = commands.add_parser("teach", help="worked examples of forward and backward propagation",
+                                formatter_class=_Help)
     teach.add_argument("name", nargs="?", help="the example (see --list)")
     teach.add_argument("--list", action="store_true", help="list the examples")
-    teach.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
-    teach.add_argument("--lr", type=float, default=None, help="learning rate (where the example updates)")
-    teach.add_argument("--steps", type=int, default=None, help="number of steps (optimizers)")
+    teach.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
+    teach.add_argument("--lr", type=positive_number, default=None, help="learning rate (where the example updates)")
+    teach.add_argument("--steps", type=positive_count, default=None, help="number of steps (optimizers)")
     teach.add_argument("--target", type=int, default=None, help="the target class (classification examples)")
     teach.add_argument("--mixup", action="store_true",
                        help="conv-relu-dense-softmax: read the loss off the other label, to see the classic mistake")
     teach.add_argument("--out", default=None, help="a PNG to write (optimizers)")
     teach.set_defaults(run=cmd_teach)
 
-    viz = commands.add_parser("viz", help="PNGs of a checkpoint's filters, feature maps and training curves")
-    viz.add_argument("checkpoint")
-    viz.add_argument("image", help="an input image, .png or .npy")
-    viz.add_argument("--out", default="viz", help="output directory (default viz/)")
-    viz.add_argument("--backend", default="numpy", choices=BACKEND_NAMES)
+    viz = commands.add_parser("viz", help="PNGs of a checkpoint's filters, feature maps and training curves",
+                              formatter_class=_Help)
+    viz.add_argument("checkpoint", help="a .npz checkpoint")
+    viz.add_argument("image", help="an input image (any format Pillow reads, or .npy)")
+    viz.add_argument("--out", default="viz", help="output folder (default: viz)")
+    viz.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
     viz.set_defaults(run=cmd_viz)
 
-    # listed for --help; main() hands "xpcnn bench ..." to the benchmark's own parser
-    commands.add_parser("bench", help="benchmarks against PyTorch (see: xpcnn bench --help)", add_help=False)
     return parser
 
 
@@ -300,9 +451,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # everything after "bench" belongs to the benchmark's own parser
-        from .bench import main as bench_main
-        return bench_main([a for a in argv[1:] if a != "--"], default_out="bench-results")
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -1,6 +1,9 @@
 """Weight initialisers, drawn on the host with a ``numpy.random.Generator``.
 
 Drawing on the host means one seed gives bit-identical initial weights on every backend.
+Conv2D and Dense default to ``torch_default`` for weights and biases, PyTorch's own defaults, so an
+untrained network's outputs have the scale PyTorch gives (a 10-class LeNet starts near the
+uniform loss ln 10 = 2.30; He initialisation of every layer, output layer included, starts at 4-5).
 Each initialiser is ``f(rng, shape, fan_in, fan_out) -> numpy float64 array``.
 
     kaiming_uniform  U(-b, b), b = sqrt(6 / fan_in)           (He et al. 2015, for ReLU)

@@ -214,9 +214,13 @@ class Sequential:
         return save(self, path, **kwargs)
 
     # ------------------------------------------------------------------ description
-    def summary(self, input_shape: tuple) -> str:
-        """A table of layers, output shapes and parameter counts for an input of ``input_shape``
-        (with or without the batch axis)."""
+    def summary(self, input_shape: tuple) -> None:
+        """Print a table of layers, output shapes and parameter counts for an input of ``input_shape``
+        (with or without the batch axis), as Keras does; :meth:`summary_text` returns the same text."""
+        print(self.summary_text(input_shape))
+
+    def summary_text(self, input_shape: tuple) -> str:
+        """The table :meth:`summary` prints, as a string."""
         shape = tuple(input_shape)
         if len(shape) in (1, 3):
             shape = (1,) + shape

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import array_api_compat
 
+from . import layers as L
 from .backend import Backend, backend_of, resolve, to_backend, to_numpy
 
 #: (rtol, atol) used when comparing a backend's result with a NumPy float64 expectation.
@@ -44,3 +45,41 @@ def tie_free(shape, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     size = int(np.prod(shape))
     return rng.permutation(np.linspace(-1.0, 1.0, size)).reshape(shape)
+
+
+def torch_twin(model, torch, device="cpu", dtype=None):
+    """The same architecture built with ``torch.nn``, holding ``model``'s weights and buffers.
+
+    ``torch`` is the imported module (this function never imports it). The modules are moved to
+    ``device`` and ``dtype`` before the weights are loaded, so float64 weights stay exact.
+    """
+    nn = torch.nn
+    modules = []
+    for layer in model.layers:
+        if isinstance(layer, L.Conv2D):
+            modules.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                     layer.padding, layer.dilation, layer.groups, layer.use_bias))
+        elif isinstance(layer, L.Dense):
+            modules.append(nn.Linear(layer.in_features, layer.out_features, layer.use_bias))
+        elif isinstance(layer, L.MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+        elif isinstance(layer, L.AvgPool2D):
+            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
+                                        count_include_pad=layer.count_include_pad))
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+        elif isinstance(layer, L.BatchNorm2D):
+            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine))
+        elif isinstance(layer, L.LeakyReLU):
+            modules.append(nn.LeakyReLU(layer.negative_slope))
+        elif isinstance(layer, L.Softmax):
+            modules.append(nn.Softmax(layer.dim))
+        elif isinstance(layer, L.Dropout):
+            modules.append(nn.Dropout(layer.p))
+        elif type(layer) in (L.Flatten, L.ReLU, L.Sigmoid, L.Tanh):
+            modules.append(getattr(nn, type(layer).__name__)())
+        else:
+            raise TypeError(f"torch_twin: no torch.nn equivalent for {layer!r}")
+    twin = nn.Sequential(*modules).to(device=device, dtype=dtype)
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return twin

@@ -16,6 +16,7 @@ import os
 import pathlib
 import sys
 import time
+import warnings
 from typing import Any, Callable, Iterable
 
 import array_api_compat
@@ -278,6 +279,10 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
         callback.on_train_begin(trainer)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
+        if optimizer.lr == 0:
+            warnings.warn(f"fit: epoch {epoch} runs at learning rate 0 (the schedule has reached its end), so the "
+                          "weights will not change; lengthen the schedule (e.g. CosineAnnealingLR's T_max)",
+                          stacklevel=2)
         good_state = model.state_dict()
         good_optimizer = optimizer.state_dict()
         bar = _progress(progress and verbose, len(x), f"epoch {epoch}/{epochs}")

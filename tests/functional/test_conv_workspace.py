@@ -55,7 +55,7 @@ def test_workspace_limit_must_be_positive():
 
 
 def test_peak_memory_stays_near_the_workspace_plus_inputs_and_outputs():
-    from xpcnn.bench import peak_memory
+    from benchmarks.harness import peak_memory
     from xpcnn.backend import resolve
     small = peak_memory(resolve("numpy"), n=32, workspace_mb=1)
     assert small["peak_mb"] <= 1 + 2.5 * small["inputs_outputs_mb"]

@@ -96,7 +96,11 @@ def test_initialisers_have_the_documented_spread(name):
                     "torch_default": 1 / np.sqrt(3 * fan_in)}[name]
     assert w.std() == pytest.approx(expected_std, rel=0.02)
     assert abs(w.mean()) < 0.01 * expected_std * 10
-    np.testing.assert_array_equal(layer.bias.data, 0.0)
+    bias = layer.bias.data                        # the default bias_init is PyTorch's: U(-1/sqrt(fan_in), ...)
+    assert np.abs(bias).max() <= 1 / np.sqrt(fan_in) and bias.std() == pytest.approx(1 / np.sqrt(3 * fan_in),
+                                                                                      rel=0.15)
+    zero = L.Dense(400, 300, weight_init=name, bias_init="zeros").build("numpy", np.random.default_rng(0), "float64")
+    np.testing.assert_array_equal(zero.bias.data, 0.0)
 
 
 def test_batchnorm_without_affine_has_no_parameters_and_the_unit_gamma_gradient(backend):

@@ -151,6 +151,44 @@ TRIGGERS = {
 }
 
 
+def _cli(*args):
+    """Run the command line in-process; its one line on stderr becomes the exception to compare."""
+    import contextlib
+    import io
+    from xpcnn import cli
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli.main(list(args))
+        except SystemExit:
+            pass
+    raise RuntimeError(stream.getvalue())
+
+
+def _files(tmp_path):
+    """A file, a .npy array, a text file named .npy and one named .png, and a checkpoint with its run folder."""
+    (tmp_path / "file").write_text("x")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "text.npy").write_text("1 2 3")
+    (tmp_path / "text.png").write_text("1 2 3")
+    run = tmp_path / "run"
+    run.mkdir()
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(784, 10)], seed=0)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    model.save(run / "checkpoint.npz", optimizer=optimizer, epoch=2, metadata={"run": {"epochs": 2}})
+    return tmp_path
+
+
+def _fit_tiny(lr=0.1, verbose=0):
+    """Fit a 4-input, 3-class model for one epoch, with warnings raised as errors."""
+    import warnings
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(np.zeros((4, 1, 2, 2)), np.zeros(4, int), optimizer=optim.SGD(model.parameters(), lr=lr),
+                  verbose=verbose)
+
+
 def _cupy(monkeypatch, installed):
     """A stand-in for CuPy: absent, or present with a CUDA runtime that finds no device."""
     import sys
@@ -181,6 +219,27 @@ TRIGGERS.update({
     "BackendUnavailable: backend 'cupy' is installed (CuPy ...) but no CUDA device can be used":
         lambda t, m: _cupy(m, installed=True),
     "BackendUnavailable: backend 'torch:cuda' needs a CUDA GPU": lambda t, m: _torch_cuda(m),
+})
+
+
+TRIGGERS.update({
+    "xpcnn train: error: argument --seed: expected an integer >= 0, got -5 (see: xpcnn train --help)":
+        lambda t, m: _cli("train", "--seed", "-5"),
+    "argument --epochs: expected an integer, got 'abc'": lambda t, m: _cli("train", "--epochs", "abc"),
+    "argument --lr: expected a positive finite number, got inf": lambda t, m: _cli("train", "--lr", "inf"),
+    "--out: ... exists and is not a directory": lambda t, m: _cli("train", "--out", str(_files(t) / "file")),
+    "--resume: ... has finished its N epochs; pass --epochs N with N > ...":
+        lambda t, m: _cli("train", "--resume", str(_files(t) / "run" / "checkpoint.npz")),
+    "CheckpointError: ...: is a folder, expected a checkpoint file (.npz)":
+        lambda t, m: xpcnn.load(_files(t) / "run"),
+    "CheckpointError: ...: not an xpcnn checkpoint: a single NumPy array (.npy)":
+        lambda t, m: xpcnn.load(_files(t) / "array.npy"),
+    "...: not a NumPy .npy file (no .npy header)":
+        lambda t, m: _cli("predict", str(_files(t) / "run" / "checkpoint.npz"), str(t / "text.npy")),
+    "...: not an image Pillow can read":
+        lambda t, m: _cli("predict", str(_files(t) / "run" / "checkpoint.npz"), str(t / "text.png")),
+    "fit: verbose must be 0 (silent) or 1 (a line per epoch)": lambda t, m: _fit_tiny(verbose=3),
+    "fit: epoch N runs at learning rate 0": lambda t, m: _fit_tiny(lr=0.0),
 })
 
 

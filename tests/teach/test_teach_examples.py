@@ -130,7 +130,7 @@ def test_unknown_examples_and_options_are_refused():
 
 
 def test_trace_shows_every_layer_and_matches_the_gradients():
-    from xpcnn.models import lenet
+    from xpcnn.zoo import lenet
     model = lenet(image_size=8, width=2, dropout=0.0, seed=0, dtype="float64")
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
     lesson = teach.trace(model, x, np.array([3, 5]), lr=0.1)
@@ -146,3 +146,27 @@ def test_trace_shows_every_layer_and_matches_the_gradients():
     assert lesson.values["loss"] == pytest.approx(float(loss))
     for (name, p), (_, q) in zip(model.named_parameters(), model2.named_parameters()):
         np.testing.assert_allclose(p.grad, q.grad, err_msg=name)
+
+
+def test_trace_does_not_change_the_run_and_shows_the_optimizer_in_use():
+    """Tracing before training once changed the run (dropout masks drawn, batch-norm statistics updated)
+    and showed an SGD update while the run used Adam."""
+    from xpcnn import layers as L, optim
+    import xpcnn
+
+    def build():
+        model = xpcnn.Sequential([L.Conv2D(1, 3, 3), L.BatchNorm2D(3), L.ReLU(), L.Flatten(), L.Dropout(0.5),
+                                  L.Dense(3 * 6 * 6, 4)], seed=0, dtype="float64")
+        return model, optim.Adam(model.parameters(), lr=0.002)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 1, 8, 8)), rng.integers(0, 4, 16)
+    traced, traced_optimizer = build()
+    plain, plain_optimizer = build()
+    text = str(teach.trace(traced, x[:4], y[:4], optimizer=traced_optimizer))
+    assert "Adam update of weight (lr 0.002)" in text and "SGD" not in text
+    for model, optimizer in ((traced, traced_optimizer), (plain, plain_optimizer)):
+        model.fit(x, y, optimizer=optimizer, epochs=2, batch_size=4, seed=1, progress=False, verbose=0)
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(traced.state_dict()[key], value, err_msg=key)
+    assert traced_optimizer.step_count == plain_optimizer.step_count == 8

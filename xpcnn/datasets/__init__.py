@@ -56,7 +56,8 @@ def load_mnist_sample() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray
     """The bundled 5,000 real MNIST digits (500 per class): ``(x_train, y_train), (x_test, y_test)``.
 
     Images are uint8 (N, 28, 28), labels uint8 (N,). The split is fixed and stratified:
-    4,000 training images (400 per digit) and 1,000 test images (100 per digit).
+    4,000 training images (400 per digit) and 1,000 test images (100 per digit), each stored in a
+    fixed shuffled order, so a prefix such as ``x_train[:500]`` holds every digit in about equal numbers.
     """
     with resources.files(__package__).joinpath("data", SAMPLE_FILE).open("rb") as handle:
         with np.load(handle, allow_pickle=False) as data:

@@ -11,14 +11,16 @@ from .base import Layer, check_ndim
 class Conv2D(Layer):
     """2-D convolution with PyTorch's argument names.
 
-    Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW). The default weight_init is
-    Kaiming-uniform (suited to ReLU); use ``"torch_default"`` for PyTorch's initial distribution.
+    Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW). Weights and bias are drawn, as
+    PyTorch's Conv2d draws them, from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels/groups*kH*kW
+    (``"torch_default"``), so an untrained network's outputs have PyTorch's scale; ``weight_init=
+    "kaiming_uniform"`` (He et al.) and the others of :mod:`xpcnn.init` can be chosen instead.
     """
 
     param_names = ("weight", "bias")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, weight_init="kaiming_uniform", bias_init="zeros"):
+                 groups: int = 1, bias: bool = True, weight_init="torch_default", bias_init="torch_default"):
         super().__init__()
         name = f"Conv2D({in_channels}->{out_channels})"
         for argument, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):

@@ -9,12 +9,15 @@ from .base import Layer
 
 
 class Dense(Layer):
-    """y = x @ W^T + b with weight (out_features, in_features), as torch.nn.Linear. Input (N, in_features)."""
+    """y = x @ W^T + b with weight (out_features, in_features), as torch.nn.Linear. Input (N, in_features).
+
+    Weights and bias are drawn as torch.nn.Linear draws them, U(-1/sqrt(in_features), 1/sqrt(in_features))
+    (``"torch_default"``); any initialiser of :mod:`xpcnn.init` can be chosen instead."""
 
     param_names = ("weight", "bias")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 weight_init="kaiming_uniform", bias_init="zeros"):
+                 weight_init="torch_default", bias_init="torch_default"):
         super().__init__()
         name = f"Dense({in_features}->{out_features})"
         for argument, value in (("in_features", in_features), ("out_features", out_features)):

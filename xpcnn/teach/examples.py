@@ -371,11 +371,8 @@ def optimizers(backend="numpy", steps: int = 25, out: str | None = None) -> Less
         steps_axis = list(range(steps + 1))
         path = plot_lines({n: (steps_axis, curves[n] + 1e-16) for n in names}, out, "step", "loss (log scale)",
                           log_y=True)
-        if path is None:
-            lesson.say("", "(matplotlib is not installed: no PNG)")
-        else:
-            lesson.say("", f"curves written to {path}")
-            lesson.values["png"] = str(path)
+        lesson.say("", f"curves written to {path}")
+        lesson.values["png"] = str(path)
     lesson.keep(**{f"loss_{n}": curves[n] for n in names})
     return lesson
 

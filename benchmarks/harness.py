@@ -1,7 +1,8 @@
 """Benchmarks against PyTorch: the same shapes, dtype (float32) and weights, timed interleaved.
 
-    python -m benchmarks --backend numpy            # or: xpcnn bench --backend numpy
-    python -m benchmarks --backend cupy             # against PyTorch CUDA (cuDNN)
+    python -m benchmarks --backend numpy                # writes bench-results/
+    python -m benchmarks --backend cupy                 # against PyTorch CUDA (cuDNN)
+    python -m benchmarks --out benchmarks/results       # replaces the committed results the README quotes
 
 For each case, blocks of xpcnn calls and blocks of PyTorch calls alternate (each block after a
 short pause and one untimed call), so both sides see the same machine state; the report gives each
@@ -25,10 +26,11 @@ from typing import Callable
 
 import numpy as np
 
-from . import functional as F
-from . import optim
-from .backend import resolve, synchronize, to_backend, to_numpy
-from .models import lenet, vgg_small
+from xpcnn import functional as F
+from xpcnn import optim
+from xpcnn.backend import resolve, synchronize, to_backend, to_numpy
+from xpcnn.testing import torch_twin
+from xpcnn.zoo import lenet, vgg_small
 
 
 @dataclass
@@ -137,45 +139,6 @@ def _dense_case(name, n, fan_in, fan_out):
     return [Case("ops", f"{name} {d}", (lambda d: lambda *a: build(*a, d))(d), n) for d in ("forward", "backward")]
 
 
-def torch_twin(model, torch, device="cpu", dtype=None):
-    """The same architecture built with ``torch.nn``, holding ``model``'s weights and buffers.
-
-    ``torch`` is the imported module (this function never imports it). The modules are moved to
-    ``device`` and ``dtype`` before the weights are loaded, so float64 weights stay exact.
-    """
-    from . import layers as L
-    nn = torch.nn
-    modules = []
-    for layer in model.layers:
-        if isinstance(layer, L.Conv2D):
-            modules.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                                     layer.padding, layer.dilation, layer.groups, layer.use_bias))
-        elif isinstance(layer, L.Dense):
-            modules.append(nn.Linear(layer.in_features, layer.out_features, layer.use_bias))
-        elif isinstance(layer, L.MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
-        elif isinstance(layer, L.AvgPool2D):
-            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
-                                        count_include_pad=layer.count_include_pad))
-        elif isinstance(layer, L.GlobalAvgPool2D):
-            modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-        elif isinstance(layer, L.BatchNorm2D):
-            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine))
-        elif isinstance(layer, L.LeakyReLU):
-            modules.append(nn.LeakyReLU(layer.negative_slope))
-        elif isinstance(layer, L.Softmax):
-            modules.append(nn.Softmax(layer.dim))
-        elif isinstance(layer, L.Dropout):
-            modules.append(nn.Dropout(layer.p))
-        elif type(layer) in (L.Flatten, L.ReLU, L.Sigmoid, L.Tanh):
-            modules.append(getattr(nn, type(layer).__name__)())
-        else:
-            raise TypeError(f"torch_twin: no torch.nn equivalent for {layer!r}")
-    twin = nn.Sequential(*modules).to(device=device, dtype=dtype)
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return twin
-
-
 def _step_case(name, builder, input_shape, n, group="steps"):
     def build(backend, torch, device):
         model = builder(backend)
@@ -264,7 +227,7 @@ def run_case(case: Case, backend, torch, device, repeat: int, warmup: int) -> Re
 
 def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dict:
     """Peak traced host memory of a conv forward + backward (NumPy allocations are traced by tracemalloc)."""
-    from .functional import conv as conv_module
+    from xpcnn.functional import conv as conv_module
     rng = np.random.default_rng(0)
     x = to_backend(rng.standard_normal((n, 32, 28, 28)).astype(np.float32), backend)
     w = to_backend((rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32), backend)
@@ -351,7 +314,7 @@ def markdown(info: dict, results: list[Result], memory: dict | None, overhead: f
     return "\n".join(lines)
 
 
-def main(argv=None, default_out: str = "benchmarks/results") -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="numpy", help="xpcnn backend (numpy, cupy, torch, torch:cuda)")
     parser.add_argument("--groups", default="ops,steps,scaling,memory,overhead")
@@ -359,7 +322,8 @@ def main(argv=None, default_out: str = "benchmarks/results") -> int:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smaller batches and fewer repetitions")
-    parser.add_argument("--out", default=default_out)
+    parser.add_argument("--out", default="bench-results",
+                        help="output folder (benchmarks/results holds the committed results)")
     parser.add_argument("--name", default=None, help="file name stem (default: <backend>-<device>)")
     parser.add_argument("--plot", action="store_true", help="also plot time per image against batch size")
     args = parser.parse_args(argv)
@@ -408,7 +372,7 @@ def main(argv=None, default_out: str = "benchmarks/results") -> int:
 
 
 def _plot_scaling(rows, path):
-    from .plots import plot_lines
+    from xpcnn.plots import plot_lines
     batch = [r.images for r in rows]
     plot_lines({"xpcnn": (batch, [r.xpcnn_ms / r.images for r in rows]),
                 "PyTorch": (batch, [r.torch_ms / r.images for r in rows])},

@@ -1,12 +1,10 @@
 import numpy as np
 import pytest
 
-from xpcnn import teach, viz
-from xpcnn.models import lenet
-from xpcnn.plots import plot_history
+from xpcnn import plots, teach
+from xpcnn.zoo import lenet
 
 Image = pytest.importorskip("PIL.Image")
-pytest.importorskip("matplotlib")
 
 
 def _png(path):
@@ -24,13 +22,13 @@ def _tile_size(count):
 
 def test_filters_feature_maps_and_curves_are_valid_pngs(tmp_path):
     model = lenet(width=8, seed=0)
-    assert _png(viz.plot_filters(model, tmp_path / "filters.png")) == ("PNG", _tile_size(8))
-    paths = viz.plot_feature_maps(model, np.random.default_rng(0).standard_normal((1, 28, 28)), tmp_path)
+    assert _png(plots.plot_filters(model, tmp_path / "filters.png")) == ("PNG", _tile_size(8))
+    paths = plots.plot_feature_maps(model, np.random.default_rng(0).standard_normal((1, 28, 28)), tmp_path)
     assert [p.name for p in paths] == ["features-0.png", "features-3.png"]
     assert _png(paths[0]) == ("PNG", _tile_size(8))
     assert _png(paths[1]) == ("PNG", _tile_size(16))
     history = {"epoch": [1, 2, 3], "loss": [1.0, 0.5, 0.3], "accuracy": [0.5, 0.8, 0.9], "val_loss": [0.9, 0.6, 0.5]}
-    assert _png(plot_history(history, tmp_path / "curves.png")) == ("PNG", (1000, 400))
+    assert _png(plots.plot_history(history, tmp_path / "curves.png")) == ("PNG", (1000, 400))
 
 
 def test_optimizer_curves_png(tmp_path):
@@ -39,6 +37,6 @@ def test_optimizer_curves_png(tmp_path):
 
 
 def test_filters_need_a_conv_layer(tmp_path):
-    from xpcnn.models import mlp
+    from xpcnn.zoo import mlp
     with pytest.raises(ValueError, match="plot_filters: the model has no Conv2D layer"):
-        viz.plot_filters(mlp(seed=0), tmp_path / "f.png")
+        plots.plot_filters(mlp(seed=0), tmp_path / "f.png")
