@@ -79,36 +79,21 @@ def test_download_checks_sha256_and_writes_atomically(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda url, timeout: Response(payload))
+    monkeypatch.setattr(datasets.mnist.urllib.request, "urlopen", lambda url, timeout: Response(payload))
     good = hashlib.sha256(payload).hexdigest()
-    path = datasets._download(("https://mirror/",), "file.gz", good, tmp_path)
+    path = datasets.mnist._download(("https://mirror/",), "file.gz", good, tmp_path)
     assert path.read_bytes() == payload
     with pytest.raises(datasets.DataError, match="SHA-256 .* does not match"):
-        datasets._download(("https://mirror/",), "other.gz", "0" * 64, tmp_path)
+        datasets.mnist._download(("https://mirror/",), "other.gz", "0" * 64, tmp_path)
     assert not (tmp_path / "other.gz").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["file.gz"]
 
     def offline(url, timeout):
-        raise datasets.urllib.error.URLError("no network")
+        raise datasets.mnist.urllib.error.URLError("no network")
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(datasets.mnist.urllib.request, "urlopen", offline)
     with pytest.raises(datasets.DataError, match=r"could not download third.gz \(are you offline\?\)"):
-        datasets._download(("https://mirror/",), "third.gz", good, tmp_path)
-
-
-def test_batches_move_once_per_batch_and_shuffle_reproducibly(backend):
-    x = np.arange(10 * 4, dtype=np.float64).reshape(10, 1, 2, 2)
-    y = np.arange(10)
-    first = [(xpcnn.to_numpy(a), xpcnn.to_numpy(b)) for a, b in
-             datasets.batches(x, y, 4, backend=backend, shuffle=True, rng=np.random.default_rng(3))]
-    again = [(xpcnn.to_numpy(a), xpcnn.to_numpy(b)) for a, b in
-             datasets.batches(x, y, 4, backend="numpy", shuffle=True, rng=np.random.default_rng(3))]
-    assert [len(b) for _, b in first] == [4, 4, 2]
-    for (xa, ya), (xb, yb) in zip(first, again):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-        np.testing.assert_array_equal(xa[:, 0, 0, 0], ya * 4)      # images stay with their labels
-    assert sorted(np.concatenate([b for _, b in first]).tolist()) == list(range(10))
+        datasets.mnist._download(("https://mirror/",), "third.gz", good, tmp_path)
 
 
 def test_random_shift_moves_images_within_bounds():

@@ -5,8 +5,8 @@ from .backend import (
 from . import functional, init, layers, optim
 from .gradcheck import GradcheckError, gradcheck
 from .layers import Parameter
-from .model import Sequential
-from .checkpoint import Checkpoint, CheckpointError, load, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError
+from .model import Sequential, load, load_checkpoint
 
 __version__ = "0.1.0"
 

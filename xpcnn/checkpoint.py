@@ -1,4 +1,7 @@
-"""Checkpoints: one ``.npz`` holding the architecture, weights and, optionally, the training state.
+"""Checkpoint files: one ``.npz`` holding a model's architecture spec, its weights and, optionally, the
+training state. This module reads and writes files; it does not build models: ``model`` (above it)
+turns a spec into a ``Sequential`` (:func:`xpcnn.load`, :func:`xpcnn.load_checkpoint`), and the
+training loop resumes from the plain state :func:`read` returns.
 
 No pickle anywhere: arrays are stored as arrays and everything else as one JSON document
 (``meta``), read back with ``allow_pickle=False``. Files are written to a temporary file beside
@@ -17,17 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from . import layers as L
 from . import optim as O
-from .backend import Backend
 from ._files import atomic_write_bytes
-from .model import Sequential
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
-LAYER_TYPES = {cls.__name__: cls for cls in (L.Conv2D, L.Dense, L.Flatten, L.MaxPool2D, L.AvgPool2D,
-                                             L.GlobalAvgPool2D, L.ReLU, L.LeakyReLU, L.Sigmoid, L.Tanh, L.Softmax,
-                                             L.Dropout, L.BatchNorm2D)}
 
 
 class CheckpointError(ValueError):
@@ -36,9 +33,9 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
-    """What :func:`load_checkpoint` returns; pass it to ``model.fit(..., resume=checkpoint)``."""
+    """What :func:`xpcnn.load_checkpoint` returns; pass it to ``model.fit(..., resume=checkpoint)``."""
 
-    model: Sequential
+    model: Any
     optimizer: O.Optimizer | None = None
     scheduler: O.LRScheduler | None = None
     epoch: int = 0
@@ -47,23 +44,38 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
 
 
-def save(model: Sequential, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None,
+@dataclass
+class SavedRun:
+    """A checkpoint file's contents as plain data (:func:`read`): the spec and state to rebuild or resume from."""
+
+    path: pathlib.Path
+    spec: dict                 # {"dtype": ..., "layers": [{"type": ..., "config": {...}}, ...]}
+    model_state: dict          # the model's state_dict
+    model_rng: dict
+    training: bool
+    epoch: int
+    history: dict
+    data_rng_state: dict | None
+    metadata: dict
+    optimizer: dict | None     # Optimizer.state_dict() form, or None
+    scheduler: dict | None     # LRScheduler.state_dict() plus "config", or None
+
+
+def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None,
          scheduler: O.LRScheduler | None = None, epoch: int | None = None, history: dict | None = None,
          data_rng_state: dict | None = None, metadata: dict | None = None) -> pathlib.Path:
-    """Write ``model`` (and optionally its training state) to ``path`` atomically; returns the path."""
+    """Write ``model`` (anything with ``spec()``, ``state_dict()``, ``rng`` and ``training``, as a
+    Sequential has) and optionally its training state to ``path`` atomically; returns the path."""
     path = pathlib.Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    spec = model.spec()
     arrays = {f"model.{key}": value for key, value in model.state_dict().items()}
     meta: dict[str, Any] = {
-        "format": FORMAT, "version": VERSION, "dtype": model.dtype,
-        "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in model.layers],
+        "format": FORMAT, "version": VERSION, **spec,
         "model_rng": model.rng.bit_generator.state, "training": model.training,
         "epoch": epoch, "history": history or {}, "data_rng": data_rng_state, "metadata": metadata or {},
     }
-    for layer in model.layers:
-        if type(layer).__name__ not in LAYER_TYPES:
-            raise CheckpointError(f"save: layer {layer!r} is not a built-in layer type and cannot be saved")
     if optimizer is not None:
         state = optimizer.state_dict()
         meta["optimizer"] = {"type": state["type"], "step": state["step"], "hyper": state["hyper"]}
@@ -112,44 +124,47 @@ def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = None) -> Checkpoint:
-    """Read a checkpoint onto ``backend`` (default: the current backend), whichever backend saved it."""
+def read(path: str | os.PathLike) -> SavedRun:
+    """The contents of a checkpoint file, checked for format and version; nothing is built."""
     path = pathlib.Path(path)
     meta, arrays = _read(path)
-    try:
-        layers = [LAYER_TYPES[spec["type"]](**spec["config"]) for spec in meta["layers"]]
-        model = Sequential(layers, backend=backend, dtype=meta["dtype"])
-        model.rng.bit_generator.state = meta["model_rng"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: the architecture in the checkpoint cannot be rebuilt: {exc}") from None
-    try:
-        model.load_state_dict({key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")})
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    model.train(bool(meta.get("training", True)))
-    checkpoint = Checkpoint(model, epoch=int(meta.get("epoch") or 0), history=meta.get("history") or {},
-                            data_rng_state=meta.get("data_rng"), metadata=meta.get("metadata") or {})
+    optimizer = None
     if "optimizer" in meta:
-        spec = meta["optimizer"]
-        try:
-            cls = {cls.__name__: cls for cls in O.OPTIMIZERS.values()}[spec["type"]]
-            hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["hyper"].items()}
-            checkpoint.optimizer = cls(model.parameters(), **hyper)
-            checkpoint.optimizer.load_state_dict({
-                "type": spec["type"], "step": spec["step"], "hyper": spec["hyper"],
-                "state": {key[len("optim."):]: value for key, value in arrays.items() if key.startswith("optim.")}})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: the optimizer state cannot be restored: {exc}") from None
-    if "scheduler" in meta and checkpoint.optimizer is not None:
-        spec = meta["scheduler"]
-        try:
-            checkpoint.scheduler = O.SCHEDULERS[spec["type"]](checkpoint.optimizer, **spec["config"])
-            checkpoint.scheduler.load_state_dict(spec)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: the learning-rate schedule cannot be restored: {exc}") from None
-    return checkpoint
+        optimizer = {**meta["optimizer"], "state": {key[len("optim."):]: value for key, value in arrays.items()
+                                                    if key.startswith("optim.")}}
+    try:
+        return SavedRun(path, {"dtype": meta["dtype"], "layers": meta["layers"]},
+                        {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")},
+                        meta["model_rng"], bool(meta.get("training", True)), int(meta.get("epoch") or 0),
+                        meta.get("history") or {}, meta.get("data_rng"), meta.get("metadata") or {},
+                        optimizer, meta.get("scheduler"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete: {exc}") from None
 
 
-def load(path: str | os.PathLike, backend: str | Backend | None = None) -> Sequential:
-    """The model stored in a checkpoint, on ``backend``."""
-    return load_checkpoint(path, backend).model
+def restore_optimizer(saved: SavedRun, params) -> O.Optimizer | None:
+    """The optimizer stored in ``saved``, built over ``params`` with its state, or None if none was saved."""
+    if saved.optimizer is None:
+        return None
+    spec = saved.optimizer
+    try:
+        cls = {cls.__name__: cls for cls in O.OPTIMIZERS.values()}[spec["type"]]
+        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["hyper"].items()}
+        optimizer = cls(params, **hyper)
+        optimizer.load_state_dict(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{saved.path}: the optimizer state cannot be restored: {exc}") from None
+    return optimizer
+
+
+def restore_scheduler(saved: SavedRun, optimizer: O.Optimizer | None) -> O.LRScheduler | None:
+    """The learning-rate schedule stored in ``saved``, driving ``optimizer``, or None."""
+    if saved.scheduler is None or optimizer is None:
+        return None
+    spec = saved.scheduler
+    try:
+        scheduler = O.SCHEDULERS[spec["type"]](optimizer, **spec["config"])
+        scheduler.load_state_dict(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{saved.path}: the learning-rate schedule cannot be restored: {exc}") from None
+    return scheduler

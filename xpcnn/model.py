@@ -1,13 +1,22 @@
-"""Sequential: a list of layers, run forward in order and backward in reverse."""
+"""Sequential: a list of layers, run forward in order and backward in reverse; and loading models from files.
+
+This module owns the translation between a model and its architecture spec (``Sequential.spec()``,
+``Sequential.from_spec()``), so it is where files become models (:func:`load`, :func:`load_checkpoint`).
+``fit``/``evaluate``/``predict`` delegate down to :mod:`xpcnn.train` and ``save`` to
+:mod:`xpcnn.checkpoint`; neither of those imports this module.
+"""
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Iterable, Iterator
 
 import array_api_compat
 import numpy as np
 
+from . import checkpoint, train
 from .backend import Backend, backend_of, resolve, to_backend, to_numpy
+from .layers import LAYER_TYPES
 from .layers.base import Layer, Parameter
 
 _DTYPES = ("float32", "float64")
@@ -195,23 +204,34 @@ class Sequential:
     # ------------------------------------------------------------------ training (xpcnn.train, xpcnn.checkpoint)
     def fit(self, x, y, **kwargs):
         """Train on host arrays; see :func:`xpcnn.train.fit` for the arguments. Returns a History."""
-        from .train import fit
-        return fit(self, x, y, **kwargs)
+        return train.fit(self, x, y, **kwargs)
 
     def evaluate(self, x, y, **kwargs) -> dict:
         """Mean loss and accuracy over ``x``, ``y``; see :func:`xpcnn.train.evaluate`."""
-        from .train import evaluate
-        return evaluate(self, x, y, **kwargs)
+        return train.evaluate(self, x, y, **kwargs)
 
     def predict(self, x, **kwargs):
         """Outputs for ``x`` as a NumPy array; see :func:`xpcnn.train.predict`."""
-        from .train import predict
-        return predict(self, x, **kwargs)
+        return train.predict(self, x, **kwargs)
 
     def save(self, path, **kwargs):
         """Write a checkpoint (architecture, weights, optionally training state); see :func:`xpcnn.checkpoint.save`."""
-        from .checkpoint import save
-        return save(self, path, **kwargs)
+        return checkpoint.save(self, path, **kwargs)
+
+    def spec(self) -> dict:
+        """The architecture as JSON-able data: ``{"dtype": ..., "layers": [{"type": ..., "config": ...}, ...]}``."""
+        for index, layer in enumerate(self.layers):
+            if LAYER_TYPES.get(type(layer).__name__) is not type(layer):
+                raise checkpoint.CheckpointError(f"save: layer {index} {layer!r} is not a built-in layer type "
+                                                 "and cannot be saved")
+        return {"dtype": self.dtype,
+                "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]}
+
+    @classmethod
+    def from_spec(cls, spec: dict, backend: str | Backend | None = None) -> "Sequential":
+        """A new model of the architecture ``spec`` (from :meth:`spec`), with freshly drawn parameters."""
+        layers = [LAYER_TYPES[entry["type"]](**entry["config"]) for entry in spec["layers"]]
+        return cls(layers, backend=backend, dtype=spec["dtype"])
 
     # ------------------------------------------------------------------ description
     def summary(self, input_shape: tuple) -> None:
@@ -248,3 +268,28 @@ class Sequential:
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(backend={self.backend.name!r}, dtype={self.dtype!r},\n{inner}\n)"
+
+
+def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = None) -> checkpoint.Checkpoint:
+    """The model, optimizer, schedule and training state of a checkpoint, on ``backend`` (default: the
+    current backend), whichever backend saved it."""
+    saved = checkpoint.read(path)
+    try:
+        model = Sequential.from_spec(saved.spec, backend)
+        model.rng.bit_generator.state = saved.model_rng
+    except (KeyError, TypeError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{saved.path}: the architecture in the checkpoint cannot be rebuilt: "
+                                         f"{exc}") from None
+    try:
+        model.load_state_dict(saved.model_state)
+    except ValueError as exc:
+        raise checkpoint.CheckpointError(f"{saved.path}: {exc}") from None
+    model.train(saved.training)
+    optimizer = checkpoint.restore_optimizer(saved, model.parameters())
+    return checkpoint.Checkpoint(model, optimizer, checkpoint.restore_scheduler(saved, optimizer), saved.epoch,
+                                 saved.history, saved.data_rng_state, saved.metadata)
+
+
+def load(path: str | os.PathLike, backend: str | Backend | None = None) -> Sequential:
+    """The model stored in a checkpoint, on ``backend``."""
+    return load_checkpoint(path, backend).model

@@ -21,7 +21,7 @@ import array_api_compat
 import numpy as np
 
 from .backend import like, same_place, to_numpy
-from .functional._checks import positive_int
+from .checks import positive_int
 from .layers.base import Parameter
 
 

@@ -53,7 +53,7 @@ def _checkpoint(tmp_path, version=None, damage=False):
 
 
 def _optimizer_mismatch(tmp_path):
-    from xpcnn.checkpoint import load_checkpoint
+    from xpcnn import load_checkpoint
     model = _model()
     opt = optim.Adam(model.parameters())
     model.fit(np.zeros((2, 3, 14, 14)), np.array([0, 1]), optimizer=opt, progress=False)
@@ -82,11 +82,11 @@ def _download_mismatch(tmp_path, monkeypatch, offline):
 
     def urlopen(url, timeout):
         if offline:
-            raise datasets.urllib.error.URLError("offline")
+            raise datasets.mnist.urllib.error.URLError("offline")
         return Response(b"x")
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", urlopen)
-    datasets._download(("m/",), "f.gz", "0" * 64, tmp_path)
+    monkeypatch.setattr(datasets.mnist.urllib.request, "urlopen", urlopen)
+    datasets.mnist._download(("m/",), "f.gz", "0" * 64, tmp_path)
 
 
 TRIGGERS = {

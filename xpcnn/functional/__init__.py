@@ -10,9 +10,8 @@ from .activations import (
 )
 from .conv import Conv2dCache, conv2d_backward, conv2d_forward, get_workspace_limit, set_workspace_limit
 from .linear import LinearCache, linear_backward, linear_forward
-from .normalization import (
-    BatchNormCache, batch_norm2d_backward, batch_norm2d_forward, dropout_backward, dropout_forward,
-)
+from .batchnorm import BatchNormCache, batch_norm2d_backward, batch_norm2d_forward
+from .dropout import dropout_backward, dropout_forward
 from .losses import mse_loss, softmax_cross_entropy
 from .pool import PoolCache, avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 

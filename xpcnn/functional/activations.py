@@ -13,17 +13,17 @@ from typing import Any
 
 import array_api_compat
 
-from . import _checks
+from .. import checks
 
 
 def _float_input(op: str, x: Any):
-    xp = _checks.namespace(op, x)
-    _checks.check_float(op, "x", x, xp)
+    xp = checks.namespace(op, x)
+    checks.check_float(op, "x", x, xp)
     return xp
 
 
 def _check_dy(op: str, dy: Any, like: Any):
-    xp = _checks.namespace(op, dy, like)
+    xp = checks.namespace(op, dy, like)
     if tuple(dy.shape) != tuple(like.shape):
         raise ValueError(f"{op}: dy must have shape {tuple(like.shape)}, got {tuple(dy.shape)}")
     return xp

@@ -26,7 +26,8 @@ from typing import Any
 
 import array_api_compat
 
-from . import _checks, _windows
+from .. import checks
+from . import _windows
 
 _OP = "conv2d"
 
@@ -123,7 +124,7 @@ def conv_padding(op: str, padding: Any, kernel, stride, dilation) -> tuple[int, 
             total_h, total_w = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
             return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
         raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-    ph, pw = _checks.pair(op, "padding", padding, 0)
+    ph, pw = checks.pair(op, "padding", padding, 0)
     return (ph, ph, pw, pw)
 
 
@@ -137,14 +138,14 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     ``training=False`` says no backward pass is expected: on CPUs the columns are then always built
     in cache-sized blocks and not kept (a backward pass still works, rebuilding them).
     """
-    xp = _checks.namespace(_OP, x, weight, bias)
-    _checks.check_float(_OP, "x", x, xp)
-    _checks.check_ndim(_OP, "x", x, 4, "(N, C, H, W)")
-    _checks.check_float(_OP, "weight", weight, xp)
-    _checks.check_ndim(_OP, "weight", weight, 4, "(C_out, C_in/groups, kH, kW)")
-    _checks.check_same_dtype(_OP, x, "weight", weight)
-    _checks.check_same_device(_OP, x, "weight", weight)
-    _checks.positive_int(_OP, "groups", groups)
+    xp = checks.namespace(_OP, x, weight, bias)
+    checks.check_float(_OP, "x", x, xp)
+    checks.check_ndim(_OP, "x", x, 4, "(N, C, H, W)")
+    checks.check_float(_OP, "weight", weight, xp)
+    checks.check_ndim(_OP, "weight", weight, 4, "(C_out, C_in/groups, kH, kW)")
+    checks.check_same_dtype(_OP, x, "weight", weight)
+    checks.check_same_device(_OP, x, "weight", weight)
+    checks.positive_int(_OP, "groups", groups)
     n, c_in, _, _ = x.shape
     c_out, c_group, kh, kw = weight.shape
     if c_in % groups or c_out % groups:
@@ -155,16 +156,16 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
             f"groups={groups}), got shape {tuple(x.shape)}"
         )
     if bias is not None:
-        _checks.check_same_dtype(_OP, x, "bias", bias)
-        _checks.check_same_device(_OP, x, "bias", bias)
+        checks.check_same_dtype(_OP, x, "bias", bias)
+        checks.check_same_device(_OP, x, "bias", bias)
         if tuple(bias.shape) != (c_out,):
             raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
     if kh < 1 or kw < 1:
         raise ValueError(f"{_OP}: kernel size must be >= 1, got {kh}x{kw}")
-    stride = _checks.pair(_OP, "stride", stride, 1)
-    dilation = _checks.pair(_OP, "dilation", dilation, 1)
+    stride = checks.pair(_OP, "stride", stride, 1)
+    dilation = checks.pair(_OP, "dilation", dilation, 1)
     pads = conv_padding(_OP, padding, (kh, kw), stride, dilation)
-    out_hw = _checks.check_window(_OP, x.shape, (kh, kw), stride, pads, dilation)
+    out_hw = checks.check_window(_OP, x.shape, (kh, kw), stride, pads, dilation)
 
     channel_major = groups == 1 and c_in < CHANNEL_MAJOR_BELOW
     if channel_major:
@@ -214,7 +215,7 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     (dbias is None without bias; dx is None when ``need_dx`` is False, e.g. for a first layer).
     dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im).
     """
-    xp = _checks.namespace("conv2d_backward", dy, cache.weight)
+    xp = checks.namespace("conv2d_backward", dy, cache.weight)
     n, c_in, h, w = cache.x_shape
     c_out, c_group, kh, kw = cache.weight.shape
     groups, (oh, ow) = cache.groups, cache.out_hw

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _checks
+from .. import checks
 
 _OP = "linear"
 
@@ -22,20 +22,20 @@ class LinearCache:
 
 def linear_forward(x, weight, bias=None):
     """x (N, in), weight (out, in), bias (out,) or None -> ``(y, cache)`` with y (N, out)."""
-    xp = _checks.namespace(_OP, x, weight, bias)
-    _checks.check_float(_OP, "x", x, xp)
-    _checks.check_ndim(_OP, "x", x, 2, "(N, in_features)")
-    _checks.check_float(_OP, "weight", weight, xp)
-    _checks.check_ndim(_OP, "weight", weight, 2, "(out_features, in_features)")
-    _checks.check_same_dtype(_OP, x, "weight", weight)
-    _checks.check_same_device(_OP, x, "weight", weight)
+    xp = checks.namespace(_OP, x, weight, bias)
+    checks.check_float(_OP, "x", x, xp)
+    checks.check_ndim(_OP, "x", x, 2, "(N, in_features)")
+    checks.check_float(_OP, "weight", weight, xp)
+    checks.check_ndim(_OP, "weight", weight, 2, "(out_features, in_features)")
+    checks.check_same_dtype(_OP, x, "weight", weight)
+    checks.check_same_device(_OP, x, "weight", weight)
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"{_OP}: expected input (N, {weight.shape[1]}) for weight {tuple(weight.shape)}, got {tuple(x.shape)}"
         )
     if bias is not None:
-        _checks.check_same_dtype(_OP, x, "bias", bias)
-        _checks.check_same_device(_OP, x, "bias", bias)
+        checks.check_same_dtype(_OP, x, "bias", bias)
+        checks.check_same_device(_OP, x, "bias", bias)
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"{_OP}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     y = xp.matmul(x, xp.permute_dims(weight, (1, 0)))
@@ -46,7 +46,7 @@ def linear_forward(x, weight, bias=None):
 
 def linear_backward(dy, cache: LinearCache, *, need_dx: bool = True):
     """dy (N, out) -> ``(dx, dweight, dbias)``: dx = δ W, dW = δ^T x, db = Σ_n δ."""
-    xp = _checks.namespace("linear_backward", dy, cache.x)
+    xp = checks.namespace("linear_backward", dy, cache.x)
     expected = (cache.x.shape[0], cache.weight.shape[0])
     if tuple(dy.shape) != expected:
         raise ValueError(f"linear_backward: dy must have shape {expected}, got {tuple(dy.shape)}")

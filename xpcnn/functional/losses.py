@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import array_api_compat
 
-from . import _checks
+from .. import checks
 from .activations import log_softmax_forward
 
 _CE = "softmax_cross_entropy"
@@ -20,9 +20,9 @@ def softmax_cross_entropy(logits, labels):
     targets (N, K) whose rows sum to 1. Returns ``(loss, dlogits)``: a 0-d array and (N, K).
     Uses log-softmax shifted by the row maximum, so logits of ±1e4 stay finite.
     """
-    xp = _checks.namespace(_CE, logits, labels)
-    _checks.check_float(_CE, "logits", logits, xp)
-    _checks.check_ndim(_CE, "logits", logits, 2, "(N, K)")
+    xp = checks.namespace(_CE, logits, labels)
+    checks.check_float(_CE, "logits", logits, xp)
+    checks.check_ndim(_CE, "logits", logits, 2, "(N, K)")
     n, k = logits.shape
     if n == 0:
         raise ValueError(f"{_CE}: logits is an empty batch, shape {tuple(logits.shape)}")
@@ -45,7 +45,7 @@ def _targets(xp, logits, labels):
         return xp.astype(labels[:, None] == classes, logits.dtype)
     if labels.dtype == xp.bool:
         raise TypeError(f"{_CE}: labels must be integer class indices or float probabilities, got dtype bool")
-    _checks.check_float(_CE, "labels", labels, xp)
+    checks.check_float(_CE, "labels", labels, xp)
     if tuple(labels.shape) != (n, k):
         raise ValueError(f"{_CE}: probability targets must have shape ({n}, {k}), got {tuple(labels.shape)}")
     if not bool(xp.all(xp.isfinite(labels))) or bool(xp.any(labels < 0)):
@@ -60,9 +60,9 @@ def _targets(xp, logits, labels):
 
 def mse_loss(pred, target):
     """Mean squared error over all elements. Returns ``(loss, dpred)``; pred and target share a shape."""
-    xp = _checks.namespace("mse_loss", pred, target)
-    _checks.check_float("mse_loss", "pred", pred, xp)
-    _checks.check_float("mse_loss", "target", target, xp)
+    xp = checks.namespace("mse_loss", pred, target)
+    checks.check_float("mse_loss", "pred", pred, xp)
+    checks.check_float("mse_loss", "target", target, xp)
     if tuple(pred.shape) != tuple(target.shape):
         raise ValueError(f"mse_loss: target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}")
     count = 1

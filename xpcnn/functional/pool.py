@@ -13,7 +13,8 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-from . import _checks, _windows
+from .. import checks
+from . import _windows
 
 
 @dataclass
@@ -28,16 +29,16 @@ class PoolCache:
 
 
 def _geometry(op: str, x, kernel_size, stride, padding):
-    xp = _checks.namespace(op, x)
-    _checks.check_float(op, "x", x, xp)
-    _checks.check_ndim(op, "x", x, 4, "(N, C, H, W)")
-    kernel = _checks.pair(op, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else _checks.pair(op, "stride", stride, 1)
-    ph, pw = _checks.pair(op, "padding", padding, 0)
+    xp = checks.namespace(op, x)
+    checks.check_float(op, "x", x, xp)
+    checks.check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    kernel = checks.pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else checks.pair(op, "stride", stride, 1)
+    ph, pw = checks.pair(op, "padding", padding, 0)
     if 2 * ph > kernel[0] or 2 * pw > kernel[1]:
         raise ValueError(f"{op}: padding must be at most half the kernel size {kernel}, got padding {padding!r}")
     pads = (ph, ph, pw, pw)
-    out_hw = _checks.check_window(op, x.shape, kernel, stride, pads)
+    out_hw = checks.check_window(op, x.shape, kernel, stride, pads)
     return xp, kernel, stride, pads, out_hw
 
 
@@ -72,7 +73,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
 
 def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
-    xp = _checks.namespace("max_pool2d_backward", dy, cache.argmax)
+    xp = checks.namespace("max_pool2d_backward", dy, cache.argmax)
     _check_dy("max_pool2d_backward", dy, cache)
     dy, argmax = _windows.channels_last(dy, xp), cache.argmax
 
@@ -107,7 +108,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
 
 def avg_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): each window cell receives δ / |window|."""
-    xp = _checks.namespace("avg_pool2d_backward", dy)
+    xp = checks.namespace("avg_pool2d_backward", dy)
     _check_dy("avg_pool2d_backward", dy, cache)
     share = _windows.channels_last(dy, xp) / cache.divisor
     return _fold(xp, share, cache, lambda index: share)

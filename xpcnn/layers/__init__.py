@@ -4,7 +4,12 @@ from .base import Layer, Parameter
 from .conv import Conv2D
 from .dense import Dense, Flatten
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
-from .regularization import BatchNorm2D, Dropout
+from .batchnorm import BatchNorm2D
+from .dropout import Dropout
 
 __all__ = ["Layer", "Parameter", "Conv2D", "Dense", "Flatten", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
            "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softmax", "Dropout", "BatchNorm2D"]
+
+#: The built-in layer types by class name: what a checkpoint's architecture spec may name.
+LAYER_TYPES = {cls.__name__: cls for cls in (Conv2D, Dense, Flatten, MaxPool2D, AvgPool2D, GlobalAvgPool2D, ReLU,
+                                             LeakyReLU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm2D)}

@@ -1,7 +1,8 @@
 """Conv2D: holds weight (C_out, C_in/groups, kH, kW) and bias (C_out,); math in functional.conv."""
 from __future__ import annotations
 
-from ..functional import _checks, conv2d_backward, conv2d_forward
+from .. import checks
+from ..functional import conv2d_backward, conv2d_forward
 from ..functional.conv import conv_padding
 from .. import init
 from ..init import name_of as init_name
@@ -24,14 +25,14 @@ class Conv2D(Layer):
         super().__init__()
         name = f"Conv2D({in_channels}->{out_channels})"
         for argument, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            _checks.positive_int(name, argument, value)
+            checks.positive_int(name, argument, value)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
-        self.stride = _checks.pair(name, "stride", stride, 1)
-        self.dilation = _checks.pair(name, "dilation", dilation, 1)
+        self.kernel_size = checks.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = checks.pair(name, "stride", stride, 1)
+        self.dilation = checks.pair(name, "dilation", dilation, 1)
         self.padding = padding
         self.pads = conv_padding(name, padding, self.kernel_size, self.stride, self.dilation)
         self.use_bias = bool(bias)
@@ -53,7 +54,7 @@ class Conv2D(Layer):
         if input_shape[1] != self.in_channels:
             raise ValueError(f"{self!r}: expected input with {self.in_channels} channels, got shape {tuple(input_shape)}")
         try:
-            oh, ow = _checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, self.pads,
+            oh, ow = checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, self.pads,
                                           self.dilation)
         except ValueError as exc:
             raise ValueError(str(exc)) from None

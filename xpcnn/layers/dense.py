@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..functional import linear_backward, linear_forward
-from ..functional._checks import positive_int
+from ..checks import positive_int
 from .. import init
 from ..init import name_of as init_name
 from .base import Layer

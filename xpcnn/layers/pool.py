@@ -1,9 +1,8 @@
 """MaxPool2D, AvgPool2D and GlobalAvgPool2D."""
 from __future__ import annotations
 
-from ..functional import (
-    _checks, avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
-)
+from .. import checks
+from ..functional import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 from .base import Layer, check_ndim
 
 
@@ -13,9 +12,9 @@ class _Pool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         name = f"{type(self).__name__}({kernel_size})"
-        self.kernel_size = _checks.pair(name, "kernel_size", kernel_size, 1)
-        self.stride = self.kernel_size if stride is None else _checks.pair(name, "stride", stride, 1)
-        ph, pw = _checks.pair(name, "padding", padding, 0)
+        self.kernel_size = checks.pair(name, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else checks.pair(name, "stride", stride, 1)
+        ph, pw = checks.pair(name, "padding", padding, 0)
         if 2 * ph > self.kernel_size[0] or 2 * pw > self.kernel_size[1]:
             raise ValueError(f"{name}: padding must be at most half the kernel size, got {padding!r}")
         self.padding = (ph, pw)
@@ -24,7 +23,7 @@ class _Pool2D(Layer):
         check_ndim(self, input_shape, 4, "(N, C, H, W)")
         ph, pw = self.padding
         try:
-            oh, ow = _checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, (ph, ph, pw, pw))
+            oh, ow = checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, (ph, ph, pw, pw))
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         return (input_shape[0], input_shape[1], oh, ow)

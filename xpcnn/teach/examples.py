@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import functional as F
-from ..functional._checks import positive_int
+from ..checks import positive_int
 from .. import optim
 from ..backend import resolve, to_backend, to_numpy
 from ..layers import Conv2D, Dense, Flatten, MaxPool2D, Parameter, ReLU

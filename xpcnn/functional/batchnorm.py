@@ -1,18 +1,18 @@
-"""Batch normalisation over (N, H, W) per channel, and inverted dropout.
+"""Batch normalisation over (N, H, W) per channel.
 
 batch_norm2d, training (M = N*H*W values per channel):
     μ = mean x,  σ² = mean (x - μ)²,  x̂ = (x - μ) / sqrt(σ² + ε),  y = γ x̂ + β
     dβ = Σ δ,  dγ = Σ δ ⊙ x̂,  dx = γ / (M sqrt(σ² + ε)) · (M δ - dβ - x̂ ⊙ dγ)
 batch_norm2d, evaluation (running statistics μ_r, σ²_r are constants):
     y = γ (x - μ_r) / sqrt(σ²_r + ε) + β,  dx = δ γ / sqrt(σ²_r + ε)
-dropout (inverted): y = x ⊙ m / (1 - p) with a 0/1 keep-mask m;  dx = δ ⊙ m / (1 - p)
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from . import _checks, _windows
+from .. import checks
+from . import _windows
 
 _BN = "batch_norm2d"
 
@@ -49,9 +49,9 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
     in evaluation the running statistics. Returns ``(y, cache)``; y = (x - μ) · (γ / sqrt(σ² + ε)) + β,
     with the per-channel factor formed first so the full-size array sees one product and one sum.
     """
-    xp = _checks.namespace(_BN, x, weight, bias, running_mean, running_var)
-    _checks.check_float(_BN, "x", x, xp)
-    _checks.check_ndim(_BN, "x", x, 4, "(N, C, H, W)")
+    xp = checks.namespace(_BN, x, weight, bias, running_mean, running_var)
+    checks.check_float(_BN, "x", x, xp)
+    checks.check_ndim(_BN, "x", x, 4, "(N, C, H, W)")
     channels, width = x.shape[1], x.shape[3]
     for name, array in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                         ("running_var", running_var)):
@@ -80,7 +80,7 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
     dx = scale · (δ - mean δ - x̂ · mean(δ x̂)) is evaluated as δ · scale + centred · b + c with the
     per-channel b = -scale · inv_std · mean(δ x̂) and c = -scale · mean δ.
     """
-    xp = _checks.namespace("batch_norm2d_backward", dy, cache.centred)
+    xp = checks.namespace("batch_norm2d_backward", dy, cache.centred)
     if tuple(dy.shape) != cache.x_shape:
         raise ValueError(f"batch_norm2d_backward: dy must have shape {cache.x_shape}, got {tuple(dy.shape)}")
     width = cache.x_shape[3]
@@ -94,20 +94,3 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
         dx += cache.centred * _windows.per_channel(-scale * cache.inv_std * (dweight / cache.count), width, xp)
         dx += _windows.per_channel(-scale * (dbias / cache.count), width, xp)
     return _unrows(dx, cache.x_shape, xp), weight_grad, dbias
-
-
-def dropout_forward(x, keep_mask, p: float):
-    """Inverted dropout with a given 0/1 ``keep_mask`` of x's shape (drawn by the caller). Returns ``(y, cache)``."""
-    xp = _checks.namespace("dropout", x, keep_mask)
-    _checks.check_float("dropout", "x", x, xp)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout: p must be in [0, 1), got {p!r}")
-    if tuple(keep_mask.shape) != tuple(x.shape):
-        raise ValueError(f"dropout: keep_mask must have the shape of x {tuple(x.shape)}, got {tuple(keep_mask.shape)}")
-    scaled = xp.astype(keep_mask, x.dtype) * (1.0 / (1.0 - p))
-    return x * scaled, scaled
-
-
-def dropout_backward(dy, cache):
-    _checks.namespace("dropout_backward", dy, cache)
-    return dy * cache

@@ -1,5 +1,9 @@
 """The training loop: fit / evaluate / predict, with callbacks and progress.
 
+It works on any model with ``layers``, ``__call__``/``backward``, ``zero_grad``, ``state_dict``/
+``load_state_dict``, ``rng``, ``backend``, ``dtype`` and train/eval modes (a Sequential); it never imports
+:mod:`xpcnn.model`. Resuming reads a checkpoint's plain state (:func:`xpcnn.checkpoint.read`).
+
     history = model.fit(x, y, optimizer=xpcnn.optim.Adam(model.parameters()), epochs=5, batch_size=64,
                         validation_data=(x_test, y_test), seed=0)
 
@@ -8,9 +12,6 @@ model.backward(dlogits); optimizer.step().
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 import pathlib
@@ -22,14 +23,13 @@ from typing import Any, Callable, Iterable
 import array_api_compat
 import numpy as np
 
-from . import checkpoint as ckpt
-from . import functional as F
-from .functional._checks import positive_int
-from ._files import atomic_write_bytes
-from .backend import to_numpy
-from .datasets import batches
-from .model import Sequential
-from .optim import LRScheduler, Optimizer
+from .. import checkpoint as ckpt
+from .. import functional as F
+from ..backend import to_numpy
+from ..callbacks import Callback, EpochPrinter
+from ..checks import positive_int
+from ..optim import LRScheduler, Optimizer
+from .batches import batches
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.softmax_cross_entropy, "mse": F.mse_loss}
 
@@ -59,103 +59,10 @@ class History:
         return f"History({self.history})"
 
 
-class Callback:
-    """Hooks called by :func:`fit`; set ``trainer.stop_training = True`` to stop after this epoch."""
-
-    def on_train_begin(self, trainer: "Trainer") -> None: ...
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs; optionally
-    restore the best weights."""
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
-                 restore_best_weights: bool = True):
-        if patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
-        self.restore_best_weights = restore_best_weights
-        self.sign = 1.0 if "acc" in monitor else -1.0   # accuracy goes up, loss goes down
-        self.best, self.best_state, self.wait, self.stopped_epoch = -math.inf, None, 0, None
-        self.best_epoch = None
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping: metric {self.monitor!r} is not logged; have {sorted(logs)}")
-        score = self.sign * logs[self.monitor]
-        if score > self.best + self.min_delta:
-            self.best, self.wait, self.best_epoch = score, 0, epoch
-            if self.restore_best_weights:
-                self.best_state = trainer.model.state_dict()
-        else:
-            self.wait += 1
-            if self.wait > self.patience:
-                trainer.stop_training, self.stopped_epoch = True, epoch
-                message = (f"early stopping after epoch {epoch}: {self.monitor} has not improved by more than "
-                           f"{self.min_delta:g} for {self.wait} epoch{'s' if self.wait > 1 else ''} "
-                           f"(best {self.sign * self.best:.4f} at epoch {self.best_epoch})")
-                if self.best_state is not None:
-                    trainer.model.load_state_dict(self.best_state)
-                    message += f"; restored the weights of epoch {self.best_epoch}"
-                trainer.say(message)
-
-
-class ModelCheckpoint(Callback):
-    """Save the model, optimizer, schedule, RNG states and history after every epoch (atomically).
-
-    ``path`` may contain ``{epoch}``; otherwise the same file is replaced each epoch, so it always
-    holds the last complete epoch.
-    """
-
-    def __init__(self, path: str | os.PathLike, metadata: dict | None = None):
-        self.path, self.metadata = str(path), metadata or {}
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        trainer.save(self.path.format(epoch=epoch), metadata=self.metadata)
-
-
-class MetricsLogger(Callback):
-    """Write the metrics of every epoch so far to a ``.csv`` or ``.json`` file (rewritten atomically)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = pathlib.Path(path)
-        if self.path.suffix not in (".csv", ".json"):
-            raise ValueError(f"MetricsLogger: path must end in .csv or .json, got {self.path}")
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        history = trainer.history.history
-        if self.path.suffix == ".json":
-            payload = json.dumps(history, indent=1).encode()
-        else:
-            keys = list(history)
-            text = io.StringIO()
-            writer = csv.writer(text)
-            writer.writerow(keys)
-            writer.writerows(zip(*(history[k] for k in keys)))
-            payload = text.getvalue().encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.path, payload)
-
-
-class EpochPrinter(Callback):
-    """Print one line per epoch (for logs and terminals alike)."""
-
-    def __init__(self, stream=None):
-        self.stream = stream
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        parts = [f"epoch {epoch}/{trainer.epochs}"] + [f"{k} {v:.4f}" for k, v in logs.items()
-                                                       if k not in ("epoch", "seconds", "images_per_s", "lr")]
-        parts.append(f"{logs['images_per_s']:.0f} img/s")
-        print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
-
-
 class Trainer:
     """The state of one fit: what callbacks see and what a checkpoint stores."""
 
-    def __init__(self, model: Sequential, optimizer: Optimizer, scheduler: LRScheduler | None, loss_fn: Callable,
+    def __init__(self, model, optimizer: Optimizer, scheduler: LRScheduler | None, loss_fn: Callable,
                  epochs: int, rng: np.random.Generator, history: History):
         self.model, self.optimizer, self.scheduler, self.loss_fn = model, optimizer, scheduler, loss_fn
         self.epochs, self.rng, self.history = epochs, rng, history
@@ -196,7 +103,7 @@ def _check_data(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _check_targets(name: str, model: Sequential, x: np.ndarray, y: np.ndarray, loss_fn: Callable) -> None:
+def _check_targets(name: str, model, x: np.ndarray, y: np.ndarray, loss_fn: Callable) -> None:
     """Every label in range (or every target of the output's shape) before any work is done."""
     if loss_fn is not F.softmax_cross_entropy:
         return
@@ -237,7 +144,7 @@ def _progress(enabled: bool, total: int, description: str):
     return tqdm(total=total, desc=description, unit="img", leave=False, dynamic_ncols=True)
 
 
-def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entropy", epochs: int = 1,
+def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entropy", epochs: int = 1,
         batch_size: int = 32, validation_data=None, shuffle: bool = True, seed: int | None = None,
         callbacks: Iterable[Callback] = (), progress: bool = True, scheduler: LRScheduler | None = None,
         augment: Callable | None = None, resume: "ckpt.Checkpoint | str | os.PathLike | None" = None,
@@ -337,19 +244,31 @@ def fit(model: Sequential, x, y, *, optimizer: Optimizer, loss: str | Callable =
 
 
 def _resume(model, optimizer, scheduler, rng, resume):
-    checkpoint = resume if isinstance(resume, ckpt.Checkpoint) else ckpt.load_checkpoint(resume, model.backend)
-    model.load_state_dict(checkpoint.model.state_dict())
-    model.rng.bit_generator.state = checkpoint.model.rng.bit_generator.state
-    if checkpoint.optimizer is not None:
-        optimizer.load_state_dict(checkpoint.optimizer.state_dict())
-    if scheduler is not None and checkpoint.scheduler is not None:
-        scheduler.load_state_dict(checkpoint.scheduler.state_dict())
-    if checkpoint.data_rng_state is not None:
-        rng.bit_generator.state = checkpoint.data_rng_state
-    return checkpoint.epoch, History(checkpoint.history)
+    """Load the state of a Checkpoint object or a checkpoint file into this run; returns (epoch, History)."""
+    if isinstance(resume, ckpt.Checkpoint):
+        model_state, model_rng = resume.model.state_dict(), resume.model.rng.bit_generator.state
+        optimizer_state = None if resume.optimizer is None else resume.optimizer.state_dict()
+        scheduler_state = None if resume.scheduler is None else resume.scheduler.state_dict()
+        epoch, history, data_rng = resume.epoch, resume.history, resume.data_rng_state
+    else:
+        saved = ckpt.read(resume)
+        model_state, model_rng, optimizer_state = saved.model_state, saved.model_rng, saved.optimizer
+        scheduler_state, epoch, history, data_rng = saved.scheduler, saved.epoch, saved.history, saved.data_rng_state
+    try:
+        model.load_state_dict(model_state)
+    except ValueError as exc:
+        raise ckpt.CheckpointError(f"fit: the checkpoint does not fit this model: {exc}") from None
+    model.rng.bit_generator.state = model_rng
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    if scheduler is not None and scheduler_state is not None:
+        scheduler.load_state_dict(scheduler_state)
+    if data_rng is not None:
+        rng.bit_generator.state = data_rng
+    return epoch, History(history)
 
 
-def evaluate(model: Sequential, x, y, *, loss: str | Callable = "cross_entropy", batch_size: int = 256) -> dict:
+def evaluate(model, x, y, *, loss: str | Callable = "cross_entropy", batch_size: int = 256) -> dict:
     """Mean loss (and accuracy, for class labels) over ``x``, in evaluation mode."""
     loss_fn = _loss_function(loss)
     x, y = _check_data("evaluate", x, y)
@@ -369,7 +288,7 @@ def evaluate(model: Sequential, x, y, *, loss: str | Callable = "cross_entropy",
     return scores
 
 
-def predict(model: Sequential, x, *, batch_size: int = 256) -> np.ndarray:
+def predict(model, x, *, batch_size: int = 256) -> np.ndarray:
     """The model's outputs (logits for a classifier) for ``x`` as a host NumPy array, in evaluation mode."""
     x = np.asarray(to_numpy(x))
     with model.evaluating():

@@ -1,7 +1,8 @@
-"""Argument checks and geometry helpers shared by the functional ops.
+"""Validation and window geometry: the one public module of checks (functional ops, layers, optimizers,
+the training loop and the command line all use these).
 
-Every check raises before any work is done, naming the op, the argument,
-what was expected and what came.
+Every check raises before any work is done, naming the op or layer, the argument, what was
+expected and what came. It sits on the bottom floor beside ``backend``: it imports no other xpcnn module.
 """
 from __future__ import annotations
 
@@ -92,7 +93,3 @@ def check_window(op: str, x_shape, kernel, stride, pads, dilation=(1, 1)) -> tup
         out_size(height, kernel[0], stride[0], top + bottom, dilation[0]),
         out_size(width, kernel[1], stride[1], left + right, dilation[1]),
     )
-
-
-def float_dtype_of(x: Any) -> str:
-    return "float64" if "64" in str(x.dtype) else "float32"
