@@ -95,7 +95,6 @@ def _make(name: str) -> Backend:
         return Backend(name, xp, cupy.cuda.Device(), cupy.__version__)
     if name == "jax":
         jax = _import(name, "jax")
-        jax.config.update("jax_enable_x64", True)  # float64 is needed for exact checks
         return Backend(name, importlib.import_module("jax.numpy"), jax.devices()[0], jax.__version__)
     raise AssertionError(name)
 
@@ -228,12 +227,22 @@ def to_backend(array: Any, backend: str | Backend | None = None, dtype: str | No
         host = to_numpy(array)
         if not host.flags.c_contiguous:
             host = np.ascontiguousarray(host)
+        if target.name == "jax" and "float64" in (dtype, host.dtype.name):
+            _jax_float64()
         moved = xp.asarray(host, device=target.device)
     if dtype is not None:
         want = getattr(xp, dtype)
         if moved.dtype != want:
             moved = xp.astype(moved, want)
     return moved
+
+
+def _jax_float64() -> None:
+    """JAX keeps float64 only with its process-wide x64 switch; it is turned on the first time a float64
+    array or model is moved to JAX (never merely by resolving or listing the backend)."""
+    jax = importlib.import_module("jax")
+    if not jax.config.read("jax_enable_x64"):
+        jax.config.update("jax_enable_x64", True)
 
 
 def like(value: Any, reference: Any) -> Any:

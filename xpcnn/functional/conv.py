@@ -20,48 +20,41 @@ hands on (see _windows.channels_last).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 
-from .. import checks
+from .. import checks, config
 from . import _windows
 
 _OP = "conv2d"
 
 
-#: Column buffers larger than this are built one batch chunk at a time (bytes); see set_workspace_limit.
-_workspace_limit = int(float(os.environ.get("XPCNN_WORKSPACE_MB", "1024")) * 2**20)
-
-
 def set_workspace_limit(nbytes: int) -> None:
-    """Cap the im2col column buffer of one conv call at ``nbytes``.
+    """Cap the im2col column buffer of one conv call at ``nbytes`` (the default of
+    ``xpcnn.config``'s ``conv_workspace_bytes``; ``xpcnn.config.using`` changes it for a block).
 
     A batch whose columns would exceed it is processed in chunks of samples, and the columns are
     rebuilt chunk by chunk in the backward pass instead of being kept, so peak memory stays near
     the limit plus the layer's inputs and outputs. Default 1 GiB, or $XPCNN_WORKSPACE_MB.
     """
-    global _workspace_limit
-    if not isinstance(nbytes, int) or nbytes < 1:
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 1:
         raise ValueError(f"set_workspace_limit: expected a positive number of bytes, got {nbytes!r}")
-    _workspace_limit = nbytes
+    config.set(conv_workspace_bytes=nbytes)
 
 
 def get_workspace_limit() -> int:
-    return _workspace_limit
+    return config.get().conv_workspace_bytes
 
 
-#: On CPU devices, a batch whose columns exceed _cpu_whole_bytes is processed in blocks of about
-#: _cpu_block_bytes of columns, rebuilt in the backward pass instead of kept. glibc serves freed blocks
-#: below its 32 MiB mmap ceiling from reused heap memory, but maps every larger array afresh, so its
-#: pages fault in (and are zeroed) on every step. Measured on a 2-core machine, VGG-style step:
-#: 132 ms with whole-batch columns, 99 ms with 4 MiB blocks; building columns of up to 32 MiB whole
-#: took 2-8% off the LeNet and VGG steps against blocking those too (a forward pass alone, in evaluation,
-#: is faster blocked: 6.6 against 7.8 ms for 32->32 channels at 28x28, batch 32). GPUs take one block.
-_cpu_block_bytes = int(float(os.environ.get("XPCNN_CONV_BLOCK_MB", "4")) * 2**20)
-_cpu_whole_bytes = 32 * 2**20
+# On CPU devices, a batch whose columns exceed conv_whole_bytes is processed in blocks of about
+# conv_block_bytes of columns, rebuilt in the backward pass instead of kept. glibc serves freed blocks
+# below its 32 MiB mmap ceiling from reused heap memory, but maps every larger array afresh, so its
+# pages fault in (and are zeroed) on every step. Measured on a 2-core machine, VGG-style step:
+# 132 ms with whole-batch columns, 99 ms with 4 MiB blocks; building columns of up to 32 MiB whole
+# took 2-8% off the LeNet and VGG steps against blocking those too (a forward pass alone, in evaluation,
+# is faster blocked: 6.6 against 7.8 ms for 32->32 channels at 28x28, batch 32). GPUs take one block.
 
 
 def _on_gpu(x) -> bool:
@@ -75,11 +68,13 @@ def _chunk_size(x, per_sample: int, n: int, keep_columns: bool = True) -> int:
     """Samples per block of a batch of ``n``: bounded by the workspace limit, and on CPUs by the block
     size unless the whole batch's columns are small enough to be built at once and kept for a
     backward pass (``keep_columns``)."""
+    settings = config.get()
+    workspace = settings.conv_workspace_bytes
     if _on_gpu(x):
-        return max(1, _workspace_limit // max(per_sample, 1))
-    if keep_columns and per_sample * n <= min(_workspace_limit, _cpu_whole_bytes):
+        return max(1, workspace // max(per_sample, 1))
+    if keep_columns and per_sample * n <= min(workspace, settings.conv_whole_bytes):
         return n
-    return max(1, min(_workspace_limit, _cpu_block_bytes) // max(per_sample, 1))
+    return max(1, min(workspace, settings.conv_block_bytes) // max(per_sample, 1))
 
 
 def _blocks(n: int, chunk: int) -> list[slice]:
