@@ -6,11 +6,33 @@ expected and what came. It sits on the bottom floor beside ``backend``: it impor
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+from typing import Any, Iterator
 
 import array_api_compat
 
 _FLOAT_NAMES = ("float32", "float64")
+
+# Validation happens once per boundary: a public entry point (Sequential.forward/backward, fit, an op
+# called by a user) checks its input, then runs the work inside ``trusted()``, where the layers and ops
+# it calls skip the checks already made for the same batch (shapes, dtypes, devices, geometry).
+_trusted: contextvars.ContextVar[bool] = contextvars.ContextVar("xpcnn_trusted", default=False)
+
+
+@contextlib.contextmanager
+def trusted() -> Iterator[None]:
+    """``with checks.trusted():`` the caller has validated what the ops in this block receive."""
+    token = _trusted.set(True)
+    try:
+        yield
+    finally:
+        _trusted.reset(token)
+
+
+def is_trusted() -> bool:
+    """Whether the current call runs inside :func:`trusted` (then ops skip their input checks)."""
+    return _trusted.get()
 
 
 def namespace(op: str, *arrays: Any):
@@ -27,6 +49,17 @@ def namespace(op: str, *arrays: Any):
             f"{op}: all arrays must come from one backend, got a mix of {', '.join(kinds)}; "
             "move them with xpcnn.to_backend(array, name) first"
         ) from None
+
+
+def backward_namespace(op: str, dy: Any, like: Any, shape: tuple) -> Any:
+    """The namespace of a backward pass's ``dy``, checked to share ``like``'s backend and to have ``shape``
+    (inside :func:`trusted` the checks are skipped)."""
+    if _trusted.get():
+        return array_api_compat.array_namespace(dy)
+    xp = namespace(op, dy, like)
+    if tuple(dy.shape) != tuple(shape):
+        raise ValueError(f"{op}: dy must have shape {tuple(shape)}, got {tuple(dy.shape)}")
+    return xp
 
 
 def check_float(op: str, name: str, x: Any, xp: Any) -> None:
@@ -78,6 +111,13 @@ def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int 
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def window_shape(x_shape, kernel, stride, pads, dilation=(1, 1)) -> tuple[int, int]:
+    """Output (OH, OW) of a sliding window over an NCHW input (no check: see :func:`check_window`)."""
+    (top, bottom, left, right) = pads
+    return (out_size(x_shape[-2], kernel[0], stride[0], top + bottom, dilation[0]),
+            out_size(x_shape[-1], kernel[1], stride[1], left + right, dilation[1]))
+
+
 def check_window(op: str, x_shape, kernel, stride, pads, dilation=(1, 1)) -> tuple[int, int]:
     """Output (OH, OW) for an NCHW input, or a clear error if the window does not fit."""
     (top, bottom, left, right) = pads
@@ -89,7 +129,4 @@ def check_window(op: str, x_shape, kernel, stride, pads, dilation=(1, 1)) -> tup
             f"{op}: kernel {kernel[0]}x{kernel[1]} (dilation {dilation[0]}x{dilation[1]}) is larger than the "
             f"padded input {height + top + bottom}x{width + left + right} (input shape {tuple(x_shape)})"
         )
-    return (
-        out_size(height, kernel[0], stride[0], top + bottom, dilation[0]),
-        out_size(width, kernel[1], stride[1], left + right, dilation[1]),
-    )
+    return window_shape(x_shape, kernel, stride, pads, dilation)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import array_api_compat
 import numpy as np
 
-from . import checkpoint, train
+from . import checkpoint, checks, train
 from .backend import Backend, backend_of, resolve, to_backend, to_numpy
 from .layers import LAYER_TYPES
 from .layers.base import Layer, Parameter
@@ -49,6 +49,7 @@ class Sequential:
         self.rng = np.random.default_rng(seed)
         self.training = True
         self._checked_shapes: dict[tuple, tuple] = {}
+        self._output: tuple | None = None          # the shape of the last forward pass's output
         for layer in layers:
             layer.build(self.backend, self.rng, dtype)
 
@@ -61,9 +62,10 @@ class Sequential:
         x = self.prepare_input(x)
         if x.ndim == 0 or x.shape[0] == 0:
             raise ValueError(f"Sequential: x is an empty batch, shape {tuple(x.shape)}; pass at least one sample")
-        self.output_shape(tuple(x.shape))
-        for layer in self.layers:
-            x = layer.forward(x)
+        self._output = self.output_shape(tuple(x.shape))
+        with checks.trusted():                  # each layer and op trusts the shapes checked above
+            for layer in self.layers:
+                x = layer.forward(x)
         return x
 
     def backward(self, dy: Any, input_grad: bool = True) -> Any:
@@ -72,9 +74,15 @@ class Sequential:
         Returns dL/dx, or None with ``input_grad=False`` (the first layer then skips its input gradient).
         """
         dy = self.prepare_input(dy, name="dy")
+        if self._output is None:
+            raise ValueError("Sequential: backward needs a forward pass first")
+        if tuple(dy.shape) != self._output:
+            raise ValueError(f"Sequential: dy must have the shape of the last output {self._output}, "
+                             f"got {tuple(dy.shape)}")
         last = len(self.layers) - 1
-        for index in range(last, -1, -1):
-            dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
+        with checks.trusted():
+            for index in range(last, -1, -1):
+                dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
         return dy if input_grad else None
 
     def prepare_input(self, x: Any, name: str = "x") -> Any:
@@ -86,6 +94,9 @@ class Sequential:
         except TypeError:
             raise TypeError(f"Sequential: {name} must be an array, got {type(x).__name__}") from None
         if source == self.backend.name:
+            if array_api_compat.device(x) != self.backend.device:
+                raise ValueError(f"Sequential: {name} is on device {array_api_compat.device(x)} but the model is "
+                                 f"on {self.backend.device}; move it with xpcnn.to_backend({name}, model.backend)")
             if x.dtype != getattr(self.backend.xp, self.dtype):
                 self._check_float(x, name)
                 x = self.backend.xp.astype(x, getattr(self.backend.xp, self.dtype))

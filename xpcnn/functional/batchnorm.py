@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
+
 from .. import checks
 from . import _windows
 
@@ -49,17 +51,11 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
     in evaluation the running statistics. Returns ``(y, cache)``; y = (x - μ) · (γ / sqrt(σ² + ε)) + β,
     with the per-channel factor formed first so the full-size array sees one product and one sum.
     """
-    xp = checks.namespace(_BN, x, weight, bias, running_mean, running_var)
-    checks.check_float(_BN, "x", x, xp)
-    checks.check_ndim(_BN, "x", x, 4, "(N, C, H, W)")
-    channels, width = x.shape[1], x.shape[3]
-    for name, array in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
-                        ("running_var", running_var)):
-        if array is not None and tuple(array.shape) != (channels,):
-            raise ValueError(f"{_BN}: {name} must have shape ({channels},), got {tuple(array.shape)}")
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    if training and count < 2:
-        raise ValueError(f"{_BN}: training needs more than one value per channel, got input shape {tuple(x.shape)}")
+    if checks.is_trusted():
+        xp = array_api_compat.array_namespace(x)
+    else:
+        xp = _validate(x, weight, bias, running_mean, running_var, training)
+    width, count = x.shape[3], x.shape[0] * x.shape[2] * x.shape[3]
     rows = _rows(x, xp)
     mean = _windows.channel_sum(rows, width, xp) / count if training else running_mean
     centred = rows - _windows.per_channel(mean, width, xp)
@@ -73,6 +69,21 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
     return _unrows(y, x.shape, xp), cache
 
 
+def _validate(x, weight, bias, running_mean, running_var, training):
+    """batch_norm2d_forward's input checks (skipped inside checks.trusted()); returns the namespace."""
+    xp = checks.namespace(_BN, x, weight, bias, running_mean, running_var)
+    checks.check_float(_BN, "x", x, xp)
+    checks.check_ndim(_BN, "x", x, 4, "(N, C, H, W)")
+    channels = x.shape[1]
+    for name, array in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                        ("running_var", running_var)):
+        if array is not None and tuple(array.shape) != (channels,):
+            raise ValueError(f"{_BN}: {name} must have shape ({channels},), got {tuple(array.shape)}")
+    if training and x.shape[0] * x.shape[2] * x.shape[3] < 2:
+        raise ValueError(f"{_BN}: training needs more than one value per channel, got input shape {tuple(x.shape)}")
+    return xp
+
+
 def batch_norm2d_backward(dy, cache: BatchNormCache):
     """dy (N, C, H, W) -> ``(dx, dweight, dbias)`` (dweight/dbias are (C,); dweight is None without weight).
 
@@ -80,9 +91,7 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
     dx = scale · (δ - mean δ - x̂ · mean(δ x̂)) is evaluated as δ · scale + centred · b + c with the
     per-channel b = -scale · inv_std · mean(δ x̂) and c = -scale · mean δ.
     """
-    xp = checks.namespace("batch_norm2d_backward", dy, cache.centred)
-    if tuple(dy.shape) != cache.x_shape:
-        raise ValueError(f"batch_norm2d_backward: dy must have shape {cache.x_shape}, got {tuple(dy.shape)}")
+    xp = checks.backward_namespace("batch_norm2d_backward", dy, cache.centred, cache.x_shape)
     width = cache.x_shape[3]
     rows = _rows(dy, xp)
     dbias = _windows.channel_sum(rows, width, xp)

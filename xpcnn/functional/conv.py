@@ -108,7 +108,7 @@ CHANNEL_MAJOR_BELOW = 8
 
 
 def conv_padding(op: str, padding: Any, kernel, stride, dilation) -> tuple[int, int, int, int]:
-    """Normalise ``padding`` (int, pair, "valid", "same") to (top, bottom, left, right)."""
+    """Normalise ``padding`` (int, pair, (top, bottom, left, right), "valid", "same") to (top, bottom, left, right)."""
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
@@ -119,6 +119,10 @@ def conv_padding(op: str, padding: Any, kernel, stride, dilation) -> tuple[int, 
             total_h, total_w = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
             return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
         raise ValueError(f"{op}: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        top, bottom = checks.pair(op, "padding (top, bottom)", tuple(padding[:2]), 0)
+        left, right = checks.pair(op, "padding (left, right)", tuple(padding[2:]), 0)
+        return (top, bottom, left, right)
     ph, pw = checks.pair(op, "padding", padding, 0)
     return (ph, ph, pw, pw)
 
@@ -133,34 +137,14 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     ``training=False`` says no backward pass is expected: on CPUs the columns are then always built
     in cache-sized blocks and not kept (a backward pass still works, rebuilding them).
     """
-    xp = checks.namespace(_OP, x, weight, bias)
-    checks.check_float(_OP, "x", x, xp)
-    checks.check_ndim(_OP, "x", x, 4, "(N, C, H, W)")
-    checks.check_float(_OP, "weight", weight, xp)
-    checks.check_ndim(_OP, "weight", weight, 4, "(C_out, C_in/groups, kH, kW)")
-    checks.check_same_dtype(_OP, x, "weight", weight)
-    checks.check_same_device(_OP, x, "weight", weight)
-    checks.positive_int(_OP, "groups", groups)
+    xp = array_api_compat.array_namespace(x) if checks.is_trusted() else _validate(x, weight, bias, groups)
     n, c_in, _, _ = x.shape
     c_out, c_group, kh, kw = weight.shape
-    if c_in % groups or c_out % groups:
-        raise ValueError(f"{_OP}: groups={groups} must divide in_channels={c_in} and out_channels={c_out}")
-    if c_group * groups != c_in:
-        raise ValueError(
-            f"{_OP}: expected input with {c_group * groups} channels (weight {tuple(weight.shape)}, "
-            f"groups={groups}), got shape {tuple(x.shape)}"
-        )
-    if bias is not None:
-        checks.check_same_dtype(_OP, x, "bias", bias)
-        checks.check_same_device(_OP, x, "bias", bias)
-        if tuple(bias.shape) != (c_out,):
-            raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{_OP}: kernel size must be >= 1, got {kh}x{kw}")
     stride = checks.pair(_OP, "stride", stride, 1)
     dilation = checks.pair(_OP, "dilation", dilation, 1)
     pads = conv_padding(_OP, padding, (kh, kw), stride, dilation)
-    out_hw = checks.check_window(_OP, x.shape, (kh, kw), stride, pads, dilation)
+    out_hw = (checks.window_shape(x.shape, (kh, kw), stride, pads, dilation) if checks.is_trusted()
+              else checks.check_window(_OP, x.shape, (kh, kw), stride, pads, dilation))
 
     channel_major = groups == 1 and c_in < CHANNEL_MAJOR_BELOW
     if channel_major:
@@ -192,6 +176,34 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     return y, cache
 
 
+def _validate(x, weight, bias, groups):
+    """conv2d_forward's input checks (skipped inside checks.trusted()); returns the namespace."""
+    xp = checks.namespace(_OP, x, weight, bias)
+    checks.check_float(_OP, "x", x, xp)
+    checks.check_ndim(_OP, "x", x, 4, "(N, C, H, W)")
+    checks.check_float(_OP, "weight", weight, xp)
+    checks.check_ndim(_OP, "weight", weight, 4, "(C_out, C_in/groups, kH, kW)")
+    checks.check_same_dtype(_OP, x, "weight", weight)
+    checks.check_same_device(_OP, x, "weight", weight)
+    checks.positive_int(_OP, "groups", groups)
+    c_in, (c_out, c_group, kh, kw) = x.shape[1], weight.shape
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"{_OP}: groups={groups} must divide in_channels={c_in} and out_channels={c_out}")
+    if c_group * groups != c_in:
+        raise ValueError(
+            f"{_OP}: expected input with {c_group * groups} channels (weight {tuple(weight.shape)}, "
+            f"groups={groups}), got shape {tuple(x.shape)}"
+        )
+    if bias is not None:
+        checks.check_same_dtype(_OP, x, "bias", bias)
+        checks.check_same_device(_OP, x, "bias", bias)
+        if tuple(bias.shape) != (c_out,):
+            raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{_OP}: kernel size must be >= 1, got {kh}x{kw}")
+    return xp
+
+
 def _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major=False):
     """(G, M, K*Cg) @ (G, K*Cg, Cout/G) -> NHWC output (n, OH, OW, Cout).
 
@@ -210,12 +222,10 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     (dbias is None without bias; dx is None when ``need_dx`` is False, e.g. for a first layer).
     dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im).
     """
-    xp = checks.namespace("conv2d_backward", dy, cache.weight)
     n, c_in, h, w = cache.x_shape
     c_out, c_group, kh, kw = cache.weight.shape
     groups, (oh, ow) = cache.groups, cache.out_hw
-    if tuple(dy.shape) != (n, c_out, oh, ow):
-        raise ValueError(f"conv2d_backward: dy must have shape {(n, c_out, oh, ow)}, got {tuple(dy.shape)}")
+    xp = checks.backward_namespace("conv2d_backward", dy, cache.weight, (n, c_out, oh, ow))
     dy_nhwc = _windows.channels_last(dy, xp)
     db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias else None
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups, cache.channel_major)

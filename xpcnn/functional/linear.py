@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
+
 from .. import checks
 
 _OP = "linear"
@@ -22,6 +24,24 @@ class LinearCache:
 
 def linear_forward(x, weight, bias=None):
     """x (N, in), weight (out, in), bias (out,) or None -> ``(y, cache)`` with y (N, out)."""
+    xp = array_api_compat.array_namespace(x) if checks.is_trusted() else _validate(x, weight, bias)
+    y = xp.matmul(x, xp.permute_dims(weight, (1, 0)))
+    if bias is not None:
+        y = y + bias
+    return y, LinearCache(x, weight, bias is not None)
+
+
+def linear_backward(dy, cache: LinearCache, *, need_dx: bool = True):
+    """dy (N, out) -> ``(dx, dweight, dbias)``: dx = δ W, dW = δ^T x, db = Σ_n δ."""
+    xp = checks.backward_namespace("linear_backward", dy, cache.x, (cache.x.shape[0], cache.weight.shape[0]))
+    dw = xp.matmul(xp.permute_dims(dy, (1, 0)), cache.x)
+    db = xp.sum(dy, axis=0) if cache.has_bias else None
+    dx = xp.matmul(dy, cache.weight) if need_dx else None
+    return dx, dw, db
+
+
+def _validate(x, weight, bias):
+    """linear_forward's input checks (skipped inside checks.trusted()); returns the namespace."""
     xp = checks.namespace(_OP, x, weight, bias)
     checks.check_float(_OP, "x", x, xp)
     checks.check_ndim(_OP, "x", x, 2, "(N, in_features)")
@@ -38,19 +58,4 @@ def linear_forward(x, weight, bias=None):
         checks.check_same_device(_OP, x, "bias", bias)
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"{_OP}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    y = xp.matmul(x, xp.permute_dims(weight, (1, 0)))
-    if bias is not None:
-        y = y + bias
-    return y, LinearCache(x, weight, bias is not None)
-
-
-def linear_backward(dy, cache: LinearCache, *, need_dx: bool = True):
-    """dy (N, out) -> ``(dx, dweight, dbias)``: dx = δ W, dW = δ^T x, db = Σ_n δ."""
-    xp = checks.namespace("linear_backward", dy, cache.x)
-    expected = (cache.x.shape[0], cache.weight.shape[0])
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"linear_backward: dy must have shape {expected}, got {tuple(dy.shape)}")
-    dw = xp.matmul(xp.permute_dims(dy, (1, 0)), cache.x)
-    db = xp.sum(dy, axis=0) if cache.has_bias else None
-    dx = xp.matmul(dy, cache.weight) if need_dx else None
-    return dx, dw, db
+    return xp

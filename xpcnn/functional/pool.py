@@ -29,16 +29,21 @@ class PoolCache:
 
 
 def _geometry(op: str, x, kernel_size, stride, padding):
-    xp = checks.namespace(op, x)
-    checks.check_float(op, "x", x, xp)
-    checks.check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    trusted = checks.is_trusted()          # inside a model, the layer checked x and its own geometry
+    if trusted:
+        xp = array_api_compat.array_namespace(x)
+    else:
+        xp = checks.namespace(op, x)
+        checks.check_float(op, "x", x, xp)
+        checks.check_ndim(op, "x", x, 4, "(N, C, H, W)")
     kernel = checks.pair(op, "kernel_size", kernel_size, 1)
     stride = kernel if stride is None else checks.pair(op, "stride", stride, 1)
     ph, pw = checks.pair(op, "padding", padding, 0)
-    if 2 * ph > kernel[0] or 2 * pw > kernel[1]:
-        raise ValueError(f"{op}: padding must be at most half the kernel size {kernel}, got padding {padding!r}")
+    if not trusted:
+        pool_padding(op, kernel, (ph, pw), padding)
     pads = (ph, ph, pw, pw)
-    out_hw = checks.check_window(op, x.shape, kernel, stride, pads)
+    out_hw = checks.window_shape(x.shape, kernel, stride, pads) if trusted else \
+        checks.check_window(op, x.shape, kernel, stride, pads)
     return xp, kernel, stride, pads, out_hw
 
 
@@ -73,8 +78,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
 
 def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
-    xp = checks.namespace("max_pool2d_backward", dy, cache.argmax)
-    _check_dy("max_pool2d_backward", dy, cache)
+    xp = _dy_namespace("max_pool2d_backward", dy, cache.argmax, cache)
     dy, argmax = _windows.channels_last(dy, xp), cache.argmax
 
     def routed(k):
@@ -108,16 +112,19 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
 
 def avg_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): each window cell receives δ / |window|."""
-    xp = checks.namespace("avg_pool2d_backward", dy)
-    _check_dy("avg_pool2d_backward", dy, cache)
+    xp = _dy_namespace("avg_pool2d_backward", dy, dy, cache)
     share = _windows.channels_last(dy, xp) / cache.divisor
     return _fold(xp, share, cache, lambda index: share)
 
 
-def _check_dy(op, dy, cache):
-    expected = (cache.x_shape[0], cache.x_shape[1], *cache.out_hw)
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"{op}: dy must have shape {expected}, got {tuple(dy.shape)}")
+def pool_padding(owner: str, kernel: tuple, pads: tuple, given) -> None:
+    """Pooling pads at most half the kernel (a window would otherwise see only padding)."""
+    if 2 * pads[0] > kernel[0] or 2 * pads[1] > kernel[1]:
+        raise ValueError(f"{owner}: padding must be at most half the kernel size {kernel}, got padding {given!r}")
+
+
+def _dy_namespace(op, dy, like, cache):
+    return checks.backward_namespace(op, dy, like, (cache.x_shape[0], cache.x_shape[1], *cache.out_hw))
 
 
 def _fold(xp, dy_nhwc, cache, contribution):

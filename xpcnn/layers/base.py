@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import checks
 from ..backend import Backend, backend_of, resolve, to_backend
 
 
@@ -78,6 +79,12 @@ class Layer:
     def output_shape(self, input_shape: tuple) -> tuple:
         """The output shape for ``input_shape``, or a ValueError naming this layer."""
         return tuple(input_shape)
+
+    def check_input(self, x: Any) -> None:
+        """Validate ``x``'s shape for a standalone call; inside a model (checks.trusted()) the model
+        checked the whole stack's shapes once for this batch, so nothing is repeated."""
+        if not checks.is_trusted():
+            self.output_shape(tuple(x.shape))
 
     def forward(self, x: Any) -> Any:
         raise NotImplementedError

@@ -46,7 +46,7 @@ class BatchNorm2D(Layer):
 
     def forward(self, x):
         self._ensure_built(x)
-        self.output_shape(tuple(x.shape))
+        self.check_input(x)
         y, self.cache = F.batch_norm2d_forward(
             x, None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
             self.running_mean, self.running_var, training=self.training, eps=self.eps)

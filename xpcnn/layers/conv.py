@@ -62,9 +62,9 @@ class Conv2D(Layer):
 
     def forward(self, x):
         self._ensure_built(x)
-        self.output_shape(tuple(x.shape))
+        self.check_input(x)
         y, self.cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                       stride=self.stride, padding=self.padding, dilation=self.dilation,
+                                       stride=self.stride, padding=self.pads, dilation=self.dilation,
                                        groups=self.groups, training=self.training)
         return y
 

@@ -40,7 +40,7 @@ class Dense(Layer):
 
     def forward(self, x):
         self._ensure_built(x)
-        self.output_shape(tuple(x.shape))
+        self.check_input(x)
         y, self.cache = linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
         return y
 
@@ -61,18 +61,23 @@ class Dense(Layer):
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W); backward reshapes δ back."""
 
-    def output_shape(self, input_shape):
-        if len(input_shape) < 2:
-            raise self.fail(input_shape, "an input with a batch axis and at least one more")
+    @staticmethod
+    def _flat(input_shape) -> tuple:
         size = 1
         for extent in input_shape[1:]:
             size *= extent
         return (input_shape[0], size)
 
+    def output_shape(self, input_shape):
+        if len(input_shape) < 2:
+            raise self.fail(input_shape, "an input with a batch axis and at least one more")
+        return self._flat(input_shape)
+
     def forward(self, x):
         self._ensure_built(x)
+        self.check_input(x)
         self.cache = tuple(x.shape)
-        return self.backend.xp.reshape(x, self.output_shape(self.cache))
+        return self.backend.xp.reshape(x, self._flat(self.cache))
 
     def backward(self, dy, need_dx=True):
         return self.backend.xp.reshape(dy, self.cache)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import checks
 from ..functional import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
+from ..functional.pool import pool_padding
 from .base import Layer, check_ndim
 
 
@@ -14,10 +15,8 @@ class _Pool2D(Layer):
         name = f"{type(self).__name__}({kernel_size})"
         self.kernel_size = checks.pair(name, "kernel_size", kernel_size, 1)
         self.stride = self.kernel_size if stride is None else checks.pair(name, "stride", stride, 1)
-        ph, pw = checks.pair(name, "padding", padding, 0)
-        if 2 * ph > self.kernel_size[0] or 2 * pw > self.kernel_size[1]:
-            raise ValueError(f"{name}: padding must be at most half the kernel size, got {padding!r}")
-        self.padding = (ph, pw)
+        self.padding = checks.pair(name, "padding", padding, 0)
+        pool_padding(name, self.kernel_size, self.padding, padding)
 
     def output_shape(self, input_shape):
         check_ndim(self, input_shape, 4, "(N, C, H, W)")
@@ -46,7 +45,7 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x):
         self._ensure_built(x)
-        self.output_shape(tuple(x.shape))
+        self.check_input(x)
         y, self.cache = max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return y
 
@@ -63,7 +62,7 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, x):
         self._ensure_built(x)
-        self.output_shape(tuple(x.shape))
+        self.check_input(x)
         y, self.cache = avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
         return y
 
@@ -83,7 +82,7 @@ class GlobalAvgPool2D(Layer):
 
     def forward(self, x):
         self._ensure_built(x)
-        self.output_shape(tuple(x.shape))
+        self.check_input(x)
         y, self.cache = avg_pool2d_forward(x, (x.shape[2], x.shape[3]))
         return self.backend.xp.reshape(y, (x.shape[0], x.shape[1]))
 

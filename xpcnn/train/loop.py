@@ -12,6 +12,7 @@ model.backward(dlogits); optimizer.step().
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pathlib
@@ -87,6 +88,14 @@ def _loss_function(loss: str | Callable) -> Callable:
     if loss not in LOSSES:
         raise ValueError(f"fit: loss must be one of {', '.join(LOSSES)} or a callable, got {loss!r}")
     return LOSSES[loss]
+
+
+def _batch_loss(loss_fn: Callable) -> Callable:
+    """The loss as the loop calls it per batch: the label values were checked once on the host
+    (_check_targets), so cross-entropy skips its device-side check (no device read per step)."""
+    if loss_fn is F.softmax_cross_entropy:
+        return functools.partial(F.softmax_cross_entropy, check_labels=False)
+    return loss_fn
 
 
 def _check_data(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +193,7 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         callbacks.insert(0, EpochPrinter())
     for callback in callbacks:
         callback.on_train_begin(trainer)
+    step_loss = _batch_loss(loss_fn)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
         if optimizer.lr == 0:
@@ -198,7 +208,7 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         for index, (xb, yb) in enumerate(batches(x, y, batch_size, backend=model.backend, dtype=model.dtype,
                                                   shuffle=shuffle, rng=rng, augment=augment)):
             logits = model(xb)
-            batch_loss, dlogits = loss_fn(logits, yb)
+            batch_loss, dlogits = step_loss(logits, yb)
             value = float(batch_loss)
             if not math.isfinite(value):
                 model.load_state_dict(good_state)
@@ -274,10 +284,11 @@ def evaluate(model, x, y, *, loss: str | Callable = "cross_entropy", batch_size:
     x, y = _check_data("evaluate", x, y)
     _check_targets("evaluate", model, x, y, loss_fn)
     total_loss, total_correct, counted = 0.0, 0, True
+    batch_loss_fn = _batch_loss(loss_fn)
     with model.evaluating():
         for xb, yb in batches(x, y, batch_size, backend=model.backend, dtype=model.dtype):
             logits = model(xb)
-            batch_loss, _ = loss_fn(logits, yb)
+            batch_loss, _ = batch_loss_fn(logits, yb)
             total_loss += float(batch_loss) * int(xb.shape[0])
             correct = _accuracy_count(logits, yb)
             counted = counted and correct is not None

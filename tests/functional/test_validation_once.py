@@ -1,0 +1,97 @@
+"""Validation once per boundary: a model checks a batch once, its layers and ops trust that check; an op
+called directly still checks everything; label values are read on the device only when asked."""
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import checks, functional as F, layers as L
+from xpcnn.testing import on
+
+
+def _counting(monkeypatch):
+    """Count calls of every validation helper of xpcnn.checks."""
+    calls = []
+    for name in ("namespace", "check_float", "check_ndim", "check_same_dtype", "check_same_device", "check_window"):
+        original = getattr(checks, name)
+
+        def spy(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(checks, name, spy)
+    return calls
+
+
+def _model():
+    return xpcnn.Sequential([L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.MaxPool2D(2),
+                             L.Flatten(), L.Dropout(0.5), L.Dense(4 * 4 * 4, 3)], seed=0)
+
+
+def test_a_model_checks_a_batch_once_and_its_layers_and_ops_do_not_repeat_it(monkeypatch):
+    model = _model()
+    x = np.random.default_rng(0).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    model(x)                                               # first batch of this shape: the stack is walked once
+    calls = _counting(monkeypatch)
+    shape_checks = []
+    for layer in model.layers:
+        original = layer.output_shape
+        monkeypatch.setattr(layer, "output_shape",
+                            lambda shape, _o=original: shape_checks.append(shape) or _o(shape))
+    y = model(x)
+    model.backward(np.ones(tuple(y.shape), np.float32))
+    assert calls == [] and shape_checks == []              # nothing re-checked inside the model
+
+
+def test_an_op_or_a_layer_called_directly_still_checks_its_input(monkeypatch):
+    calls = _counting(monkeypatch)
+    with pytest.raises(ValueError, match=r"conv2d: expected input with 3 channels"):
+        F.conv2d_forward(np.zeros((1, 2, 5, 5)), np.zeros((2, 3, 3, 3)))
+    assert "namespace" in calls
+    layer = L.Conv2D(3, 2, 3).build("numpy", np.random.default_rng(0), "float64")
+    with pytest.raises(ValueError, match=r"Conv2D\(3->2\): expected input with 3 channels"):
+        layer.forward(np.zeros((1, 2, 5, 5)))
+
+
+def test_label_values_are_checked_on_the_host_and_on_the_device_only_when_asked(backend):
+    logits = on(backend, np.zeros((2, 3)))
+    bad = on(backend, np.array([0, 7]))
+    if backend.name == "numpy":
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+            F.softmax_cross_entropy(logits, bad)                 # None: NumPy labels are checked (no device read)
+    else:
+        F.softmax_cross_entropy(logits, bad)                     # None: device labels are not read
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        F.softmax_cross_entropy(logits, bad, check_labels=True)
+    F.softmax_cross_entropy(logits, on(backend, np.array([0, 7])), check_labels=False)
+
+
+def test_a_training_step_reads_no_label_values_from_the_device():
+    """On the torch backend, a fit step's loss makes no device-to-host read (`.item()` and kin)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], backend="torch", seed=0)
+    optimizer = xpcnn.optim.SGD(model.parameters(), lr=0.1)
+    x = xpcnn.to_backend(np.zeros((6, 1, 2, 2), np.float32), "torch")
+    y = xpcnn.to_backend(np.array([0, 1, 2, 0, 1, 2]), "torch")
+    from xpcnn.train.loop import _batch_loss
+    step_loss = _batch_loss(F.softmax_cross_entropy)
+    with Reads() as reads:
+        logits = model(x)
+        _, dlogits = step_loss(logits, y)
+        model.zero_grad()
+        model.backward(dlogits, input_grad=False)
+        optimizer.step()
+    assert reads.count == 0
+    with Reads() as reads:
+        F.softmax_cross_entropy(logits, y, check_labels=True)
+    assert reads.count == 2                                       # min and max: the documented price of True
