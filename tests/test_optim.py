@@ -171,3 +171,42 @@ def test_schedules_survive_a_checkpoint(tmp_path, name, kwargs):
     assert loaded.optimizer.lr == pytest.approx(opt.lr)
     for _ in range(4):
         assert loaded.scheduler.step() == pytest.approx(schedule.step(), rel=1e-15)
+
+
+def test_the_optimizer_looks_up_namespaces_only_when_a_parameter_moved(monkeypatch):
+    """A step looks up each parameter's namespace once; later steps reuse it until the model moves."""
+    import array_api_compat
+    from xpcnn import layers as L
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3), L.ReLU(), L.Dense(3, 2)], seed=0)
+    optimizer = optim.Adam(model.parameters())
+    lookups = []
+    original = array_api_compat.array_namespace
+    monkeypatch.setattr(array_api_compat, "array_namespace",
+                        lambda *arrays, **kw: lookups.append(1) or original(*arrays, **kw))
+    from xpcnn import optim as optim_module
+    monkeypatch.setattr(optim_module, "array_api_compat", array_api_compat)
+
+    def step():
+        for p in model.parameters():
+            p.grad = np.ones(p.shape, np.float32)
+        optimizer.step()
+
+    step()
+    assert len(lookups) == 4                       # one per parameter
+    lookups.clear()
+    step()
+    step()
+    assert lookups == []
+    pytest.importorskip("torch")
+    model.to("torch")                              # the model moved: namespaces and state follow, once
+
+    def torch_step():
+        for p in model.parameters():
+            p.grad = xpcnn.to_backend(np.ones(p.shape, np.float32), "torch")
+        optimizer.step()
+
+    torch_step()
+    assert lookups and xpcnn.backend.backend_of(optimizer.state[0]["exp_avg"]) == "torch"
+    lookups.clear()
+    torch_step()
+    assert lookups == []

@@ -189,6 +189,13 @@ def backend_of(array: Any) -> str:
     raise TypeError(f"expected an array, got {type(array).__name__}")
 
 
+def backend_for(array: Any) -> Backend:
+    """The :class:`Backend` an array lives on: its library's, on the array's own device."""
+    named = resolve(backend_of(array))
+    device = _compat.device(array)
+    return named if device == named.device else Backend(named.name, named.xp, device, named.library_version)
+
+
 def dtype_name(array: Any) -> str:
     """The dtype of any backend's array as a plain name: ``"float32"``, ``"int64"``, ..."""
     return str(array.dtype).rsplit(".", 1)[-1]

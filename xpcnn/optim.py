@@ -59,6 +59,13 @@ class Optimizer:
         self.lr = _check(type(self).__name__, "lr", lr, 0.0)
         self.step_count = 0
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        self._forget_places()
+
+    def _forget_places(self) -> None:
+        # per parameter: the array this optimizer last wrote into p.data, and that array's namespace; while
+        # p.data is still that array the parameter has not moved, so no namespace or device is looked up
+        self._written: list[Any] = [None] * len(self.params)
+        self._namespaces: list[Any] = [None] * len(self.params)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -72,18 +79,21 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}: gradient {index} has shape {tuple(p.grad.shape)}, "
                                  f"its parameter {tuple(p.data.shape)}")
         self.step_count += 1
-        for p, state in zip(self.params, self.state):
+        for index, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is None:
                 continue
-            xp = array_api_compat.array_namespace(p.data)
-            for name, value in state.items():
-                if name != "step" and not same_place(value, p.data):  # the model moved: its state follows
-                    state[name] = like(value, p.data)
+            if p.data is not self._written[index]:      # first step, or the model moved or was reloaded
+                self._namespaces[index] = array_api_compat.array_namespace(p.data)
+                for name, value in state.items():
+                    if name != "step" and not same_place(value, p.data):  # the state follows the parameter
+                        state[name] = like(value, p.data)
+            xp = self._namespaces[index]
             for name in self.state_names:
                 if name not in state:
                     state[name] = xp.zeros_like(p.data)
             state["step"] = state.get("step", 0) + 1
             p.data = self.update(xp, p.data, xp.astype(p.grad, p.data.dtype, copy=False), state)
+            self._written[index] = p.data
 
     def update(self, xp, theta, grad, state):
         """Return the new θ from the old θ, its gradient and its state (``state["step"]`` counts its updates)."""
@@ -129,6 +139,7 @@ class Optimizer:
             setattr(self, name, tuple(value) if isinstance(value, list) else value)
         self.state = states
         self.step_count = int(saved.get("step", 0))
+        self._forget_places()
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())

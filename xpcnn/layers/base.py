@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from .. import checks
-from ..backend import Backend, backend_of, resolve, to_backend
+from ..backend import Backend, backend_for, backend_of, dtype_name, resolve, to_backend
 
 
 class Parameter:
@@ -40,7 +40,7 @@ class Layer:
     def __init__(self) -> None:
         self.training = True
         self.cache: Any = None
-        self.backend: Backend | None = None
+        self.built = False
         self.rng: np.random.Generator | None = None
 
     # ------------------------------------------------------------------ construction
@@ -54,20 +54,26 @@ class Layer:
 
     def build(self, backend: Backend | str | None = None, rng: np.random.Generator | None = None,
               dtype: str = "float32") -> "Layer":
-        """Create the parameters on ``backend`` from ``rng`` (Sequential does this for its layers)."""
-        self.backend = resolve(backend)
+        """Create the parameters on ``backend`` from ``rng`` (Sequential does this for its layers).
+
+        The layer does not keep the backend: its arrays carry their library and device, and the model
+        that holds the layer is where the backend is recorded (``model.backend``).
+        """
+        target = resolve(backend)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.dtype = dtype
         for name, value in self.init_parameters(self.rng).items():
-            setattr(self, name, None if value is None else Parameter(to_backend(value, self.backend, dtype=dtype)))
+            setattr(self, name, None if value is None else Parameter(to_backend(value, target, dtype=dtype)))
         for name, value in self.init_buffers().items():
             buffer_dtype = dtype if np.asarray(value).dtype.kind == "f" else None
-            setattr(self, name, to_backend(value, self.backend, dtype=buffer_dtype))
+            setattr(self, name, to_backend(value, target, dtype=buffer_dtype))
+        self.built = True
         return self
 
     def _ensure_built(self, x: Any) -> None:
-        if self.backend is None:
-            self.build(backend_of(x), None, "float64" if "64" in str(x.dtype) else "float32")
+        """A layer used on its own builds on its first input's backend, device and float dtype."""
+        if not self.built:
+            self.build(backend_for(x), None, dtype_name(x))
 
     # ------------------------------------------------------------------ interface
     def named_parameters(self) -> list[tuple[str, Parameter]]:
@@ -97,11 +103,11 @@ class Layer:
 
     def to(self, backend: Backend | str) -> "Layer":
         """Move parameters and buffers to ``backend`` (gradients and the cache are dropped)."""
-        self.backend = resolve(backend)
+        target = resolve(backend)
         for _, param in self.named_parameters():
-            param.data, param.grad = to_backend(param.data, self.backend), None
+            param.data, param.grad = to_backend(param.data, target), None
         for name, value in self.named_buffers():
-            setattr(self, name, to_backend(value, self.backend))
+            setattr(self, name, to_backend(value, target))
         self.cache = None
         return self
 

@@ -1,6 +1,8 @@
 """Dense (fully connected) and Flatten."""
 from __future__ import annotations
 
+import array_api_compat
+
 from ..functional import linear_backward, linear_forward
 from ..checks import positive_int
 from .. import init
@@ -77,7 +79,7 @@ class Flatten(Layer):
         self._ensure_built(x)
         self.check_input(x)
         self.cache = tuple(x.shape)
-        return self.backend.xp.reshape(x, self._flat(self.cache))
+        return array_api_compat.array_namespace(x).reshape(x, self._flat(self.cache))
 
     def backward(self, dy, need_dx=True):
-        return self.backend.xp.reshape(dy, self.cache)
+        return array_api_compat.array_namespace(dy).reshape(dy, self.cache)

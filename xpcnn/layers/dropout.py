@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..backend import to_backend
+from ..backend import like
 from .base import Layer
 
 
@@ -25,7 +25,7 @@ class Dropout(Layer):
             self.cache = None
             return x
         keep = self.rng.random(tuple(x.shape), dtype=np.float32) >= self.p
-        y, self.cache = F.dropout_forward(x, to_backend(keep, self.backend), self.p)
+        y, self.cache = F.dropout_forward(x, like(keep, x), self.p)
         return y
 
     def backward(self, dy, need_dx=True):

@@ -1,6 +1,8 @@
 """MaxPool2D, AvgPool2D and GlobalAvgPool2D."""
 from __future__ import annotations
 
+import array_api_compat
+
 from .. import checks
 from ..functional import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 from ..functional.pool import pool_padding
@@ -84,7 +86,8 @@ class GlobalAvgPool2D(Layer):
         self._ensure_built(x)
         self.check_input(x)
         y, self.cache = avg_pool2d_forward(x, (x.shape[2], x.shape[3]))
-        return self.backend.xp.reshape(y, (x.shape[0], x.shape[1]))
+        return array_api_compat.array_namespace(y).reshape(y, (x.shape[0], x.shape[1]))
 
     def backward(self, dy, need_dx=True):
-        return avg_pool2d_backward(self.backend.xp.reshape(dy, (dy.shape[0], dy.shape[1], 1, 1)), self.cache)
+        xp = array_api_compat.array_namespace(dy)
+        return avg_pool2d_backward(xp.reshape(dy, (dy.shape[0], dy.shape[1], 1, 1)), self.cache)
