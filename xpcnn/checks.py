@@ -62,6 +62,20 @@ def backward_namespace(op: str, dy: Any, like: Any, shape: tuple) -> Any:
     return xp
 
 
+def input_and_weight(op: str, x: Any, weight: Any, bias: Any, x_layout: str, weight_layout: str) -> Any:
+    """The checks every weighted op makes: one backend, float x and weight of the axes their layouts name,
+    one dtype and one device for x, weight and bias. Returns the namespace; shapes are the op's to check."""
+    xp = namespace(op, x, weight, bias)
+    check_float(op, "x", x, xp)
+    check_ndim(op, "x", x, x_layout.count(",") + 1, x_layout)
+    check_float(op, "weight", weight, xp)
+    check_ndim(op, "weight", weight, weight_layout.count(",") + 1, weight_layout)
+    for name, other in (("weight", weight), ("bias", bias)):
+        check_same_dtype(op, x, name, other)
+        check_same_device(op, x, name, other)
+    return xp
+
+
 def check_float(op: str, name: str, x: Any, xp: Any) -> None:
     """Accept float32 and float64 only: integer, bool, complex and float16 are refused."""
     if x.dtype not in (xp.float32, xp.float64):

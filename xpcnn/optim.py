@@ -317,9 +317,11 @@ class LRScheduler:
         self.optimizer.lr = self.lr_at(self.epoch)
         return self.optimizer.lr
 
+    config_names: tuple[str, ...] = ()     # the constructor arguments other than the optimizer
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments other than the optimizer (checkpoints rebuild the schedule from them)."""
-        return {}
+        return {name: getattr(self, name) for name in self.config_names}
 
     def state_dict(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "epoch": self.epoch, "base_lr": self.base_lr}
@@ -332,13 +334,12 @@ class LRScheduler:
 class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size)."""
 
+    config_names = ("step_size", "gamma")
+
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
         super().__init__(optimizer)
         self.step_size = positive_int("StepLR", "step_size", step_size)
         self.gamma = _check("StepLR", "gamma", gamma, 0.0)
-
-    def config(self):
-        return {"step_size": self.step_size, "gamma": self.gamma}
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -347,13 +348,12 @@ class StepLR(LRScheduler):
 class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (base_lr - eta_min) (1 + cos(π epoch / T_max)) / 2 (past T_max it rises again, as in PyTorch)."""
 
+    config_names = ("T_max", "eta_min")
+
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
         super().__init__(optimizer)
         self.T_max = positive_int("CosineAnnealingLR", "T_max", T_max)
         self.eta_min = _check("CosineAnnealingLR", "eta_min", eta_min, 0.0)
-
-    def config(self):
-        return {"T_max": self.T_max, "eta_min": self.eta_min}
 
     def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

@@ -178,13 +178,7 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
 
 def _validate(x, weight, bias, groups):
     """conv2d_forward's input checks (skipped inside checks.trusted()); returns the namespace."""
-    xp = checks.namespace(_OP, x, weight, bias)
-    checks.check_float(_OP, "x", x, xp)
-    checks.check_ndim(_OP, "x", x, 4, "(N, C, H, W)")
-    checks.check_float(_OP, "weight", weight, xp)
-    checks.check_ndim(_OP, "weight", weight, 4, "(C_out, C_in/groups, kH, kW)")
-    checks.check_same_dtype(_OP, x, "weight", weight)
-    checks.check_same_device(_OP, x, "weight", weight)
+    xp = checks.input_and_weight(_OP, x, weight, bias, "(N, C, H, W)", "(C_out, C_in/groups, kH, kW)")
     checks.positive_int(_OP, "groups", groups)
     c_in, (c_out, c_group, kh, kw) = x.shape[1], weight.shape
     if c_in % groups or c_out % groups:
@@ -194,11 +188,8 @@ def _validate(x, weight, bias, groups):
             f"{_OP}: expected input with {c_group * groups} channels (weight {tuple(weight.shape)}, "
             f"groups={groups}), got shape {tuple(x.shape)}"
         )
-    if bias is not None:
-        checks.check_same_dtype(_OP, x, "bias", bias)
-        checks.check_same_device(_OP, x, "bias", bias)
-        if tuple(bias.shape) != (c_out,):
-            raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise ValueError(f"{_OP}: bias must have shape ({c_out},), got {tuple(bias.shape)}")
     if kh < 1 or kw < 1:
         raise ValueError(f"{_OP}: kernel size must be >= 1, got {kh}x{kw}")
     return xp

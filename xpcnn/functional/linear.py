@@ -42,20 +42,11 @@ def linear_backward(dy, cache: LinearCache, *, need_dx: bool = True):
 
 def _validate(x, weight, bias):
     """linear_forward's input checks (skipped inside checks.trusted()); returns the namespace."""
-    xp = checks.namespace(_OP, x, weight, bias)
-    checks.check_float(_OP, "x", x, xp)
-    checks.check_ndim(_OP, "x", x, 2, "(N, in_features)")
-    checks.check_float(_OP, "weight", weight, xp)
-    checks.check_ndim(_OP, "weight", weight, 2, "(out_features, in_features)")
-    checks.check_same_dtype(_OP, x, "weight", weight)
-    checks.check_same_device(_OP, x, "weight", weight)
+    xp = checks.input_and_weight(_OP, x, weight, bias, "(N, in_features)", "(out_features, in_features)")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"{_OP}: expected input (N, {weight.shape[1]}) for weight {tuple(weight.shape)}, got {tuple(x.shape)}"
         )
-    if bias is not None:
-        checks.check_same_dtype(_OP, x, "bias", bias)
-        checks.check_same_device(_OP, x, "bias", bias)
-        if tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"{_OP}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{_OP}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
     return xp

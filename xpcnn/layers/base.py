@@ -115,6 +115,19 @@ class Layer:
         if param is not None and grad is not None:
             param.grad = grad if param.grad is None else param.grad + grad
 
+    def _keep_gradients(self, grads: tuple) -> Any:
+        """An op's ``(dx, dweight, dbias)``: add dweight and dbias to ``self.weight.grad`` and ``self.bias.grad``
+        (a parameter that is None, like a layer without bias, keeps nothing); return dx."""
+        dx, dweight, dbias = grads
+        self._accumulate(getattr(self, "weight", None), dweight)
+        self._accumulate(getattr(self, "bias", None), dbias)
+        return dx
+
+    @staticmethod
+    def _data(param: Parameter | None) -> Any:
+        """A parameter's array, or None for an absent one (a layer built without bias)."""
+        return None if param is None else param.data
+
     def fail(self, input_shape: tuple, expected: str) -> ValueError:
         """The error a layer raises for an input it cannot take."""
         return ValueError(f"{self!r}: expected {expected}, got {tuple(input_shape)}")

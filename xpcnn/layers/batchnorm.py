@@ -48,7 +48,7 @@ class BatchNorm2D(Layer):
         self._ensure_built(x)
         self.check_input(x)
         y, self.cache = F.batch_norm2d_forward(
-            x, None if self.weight is None else self.weight.data, None if self.bias is None else self.bias.data,
+            x, self._data(self.weight), self._data(self.bias),
             self.running_mean, self.running_var, training=self.training, eps=self.eps)
         if self.training:
             m, count = self.momentum, self.cache.count
@@ -59,10 +59,7 @@ class BatchNorm2D(Layer):
         return y
 
     def backward(self, dy, need_dx=True):
-        dx, dweight, dbias = F.batch_norm2d_backward(dy, self.cache)
-        self._accumulate(self.weight, dweight)   # without affine both are None and nothing is stored
-        self._accumulate(self.bias, dbias)
-        return dx
+        return self._keep_gradients(F.batch_norm2d_backward(dy, self.cache))   # without affine: nothing kept
 
     def extra_repr(self):
         return f"{self.num_features}"

@@ -63,16 +63,13 @@ class Conv2D(Layer):
     def forward(self, x):
         self._ensure_built(x)
         self.check_input(x)
-        y, self.cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                       stride=self.stride, padding=self.pads, dilation=self.dilation,
-                                       groups=self.groups, training=self.training)
+        y, self.cache = conv2d_forward(x, self.weight.data, self._data(self.bias), stride=self.stride,
+                                       padding=self.pads, dilation=self.dilation, groups=self.groups,
+                                       training=self.training)
         return y
 
     def backward(self, dy, need_dx=True):
-        dx, dweight, dbias = conv2d_backward(dy, self.cache, need_dx=need_dx)
-        self._accumulate(self.weight, dweight)
-        self._accumulate(self.bias, dbias)
-        return dx
+        return self._keep_gradients(conv2d_backward(dy, self.cache, need_dx=need_dx))
 
     def extra_repr(self):
         return f"{self.in_channels}->{self.out_channels}"

@@ -43,14 +43,11 @@ class Dense(Layer):
     def forward(self, x):
         self._ensure_built(x)
         self.check_input(x)
-        y, self.cache = linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+        y, self.cache = linear_forward(x, self.weight.data, self._data(self.bias))
         return y
 
     def backward(self, dy, need_dx=True):
-        dx, dweight, dbias = linear_backward(dy, self.cache, need_dx=need_dx)
-        self._accumulate(self.weight, dweight)
-        self._accumulate(self.bias, dbias)
-        return dx
+        return self._keep_gradients(linear_backward(dy, self.cache, need_dx=need_dx))
 
     def extra_repr(self):
         return f"{self.in_features}->{self.out_features}"
