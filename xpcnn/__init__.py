@@ -1,4 +1,9 @@
-"""xpcnn: convolutional networks with hand-written backpropagation on any Array API backend."""
+"""xpcnn: convolutional networks with hand-written backpropagation on any Array API backend.
+
+The package is a house whose imports point down: backend/config/checks at the bottom, then data sets,
+functional math, layers, optimizers and checkpoint files, the training loop, the model, and the
+zoo, teaching and command line at the top (docs/architecture.md; tests/test_architecture.py keeps it so).
+"""
 from .backend import (
     BACKEND_NAMES, Backend, BackendUnavailable, get_backend, set_backend, to_backend, to_numpy, use_backend,
 )

@@ -1,4 +1,6 @@
-"""Stateful layers: each holds its Parameters and cache and calls xpcnn.functional."""
+"""Stateful layers (floor 3 of docs/architecture.md): each holds its Parameters and cache and calls
+xpcnn.functional for the math. A layer checks its input's shape when called on its own and trusts the
+model's check inside one (checks.trusted()); it keeps no backend of its own."""
 from .activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .base import Layer, Parameter
 from .conv import Conv2D
