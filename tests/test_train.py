@@ -85,14 +85,19 @@ def test_nan_loss_stops_with_the_epoch_and_batch_named_and_restores_weights(digi
         return (loss * float("nan"), dlogits) if len(calls) == 13 else (loss, dlogits)
 
     path = tmp_path / "last.npz"
-    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, batch 3; the model was restored "
-                                               r"to the end of epoch 1"):
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan by epoch 2, batch 3 \(losses are read every 1 "
+                                               r"steps and at each epoch's end\); the model was restored to the end "
+                                               r"of epoch 1"):
         model.fit(x, y, optimizer=optim.Adam(model.parameters()), loss=loss_turning_nan, epochs=3, batch_size=20,
-                  seed=0, progress=False, callbacks=[ModelCheckpoint(path)])
+                  seed=0, progress=False, callbacks=[ModelCheckpoint(path)], log_every=1)
     saved = xpcnn.load_checkpoint(path)
     assert saved.epoch == 1
     for key, value in saved.model.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=key)
+    calls.clear()                                  # read every 50 steps: found at the end of epoch 2 (batch 10)
+    with pytest.raises(TrainingDiverged, match=r"by epoch 2, batch 10 \(losses are read every 50 steps"):
+        model.fit(x, y, optimizer=optim.Adam(model.parameters()), loss=loss_turning_nan, epochs=3, batch_size=20,
+                  seed=0, progress=False, verbose=0)
 
 
 def test_nan_inputs_are_refused_before_training(digits):

@@ -38,6 +38,11 @@ def _check(owner: str, name: str, value: Any, low: float, high: float | None = N
     return float(value)
 
 
+def _device_copy(array: Any) -> Any:
+    """A copy on the array's own device (the state is updated in place, so a reference would not do)."""
+    return array_api_compat.array_namespace(array).asarray(array, copy=True)
+
+
 class Optimizer:
     """Base class: holds the parameters, the learning rate and lazily created per-parameter state."""
 
@@ -98,6 +103,20 @@ class Optimizer:
     def update(self, xp, theta, grad, state):
         """Return the new θ from the old θ, its gradient and its state (``state["step"]`` counts its updates)."""
         raise NotImplementedError
+
+    def snapshot(self) -> tuple:
+        """Device copies of the parameters and the state (nothing goes to the host); see :meth:`restore`."""
+        return ([_device_copy(p.data) for p in self.params],
+                [{k: v if k == "step" else _device_copy(v) for k, v in state.items()} for state in self.state],
+                self.step_count)
+
+    def restore(self, snapshot: tuple) -> None:
+        """Put back the parameters and the state of a :meth:`snapshot` (gradients are cleared)."""
+        datas, states, step_count = snapshot
+        for p, data in zip(self.params, datas):
+            p.data, p.grad = data, None
+        self.state, self.step_count = states, step_count
+        self._forget_places()
 
     @property
     def valid_state(self) -> tuple[str, ...]:

@@ -83,3 +83,39 @@ def torch_twin(model, torch, device="cpu", dtype=None):
     twin = nn.Sequential(*modules).to(device=device, dtype=dtype)
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     return twin
+
+
+class HostReads:
+    """Counts device-to-host reads of PyTorch tensors (each one a GPU synchronisation on a GPU):
+    ``item()``, ``tolist()``, ``numpy()``, ``float()``/``int()``/``bool()``/``index()`` and NumPy's
+    ``__array__`` on a tensor. Use ``with HostReads() as reads: ...; reads.count`` with the torch backend;
+    ``reads.calls`` names them. CPU tensors are counted the same, so the count is exact without a GPU."""
+
+    NAMES = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__")
+
+    def __init__(self):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        reads = self
+        watched = {getattr(torch.Tensor, name) for name in self.NAMES}
+        self.calls: list[str] = []
+
+        class _Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                if func in watched:
+                    reads.calls.append(func.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def __enter__(self) -> "HostReads":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)

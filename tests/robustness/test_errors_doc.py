@@ -122,7 +122,7 @@ TRIGGERS = {
         lambda t, m: F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 5])),
     "fit: x contains NaN or infinity (first in sample 3)":
         lambda t, m: _fit_labels(np.zeros(6, int), np.where(np.arange(24).reshape(6, 1, 2, 2) == 12, np.nan, 0.0)),
-    "TrainingDiverged: fit: the loss became nan at epoch 3, batch 12; the model was restored to the end of epoch 2":
+    "TrainingDiverged: fit: the loss became nan by epoch 3, batch 12 (losses are read every N steps and at each epoch's end); the model was restored to the end of epoch 2":
         lambda t, m: _diverge(t),
     "SGD: lr must be in [0.0, inf), got -0.1": lambda t, m: optim.SGD(_model().parameters(), lr=-0.1),
     "SGD: momentum must be in [0.0, 1.0), got 1.0": lambda t, m: optim.SGD(_model().parameters(), lr=0.1, momentum=1.0),

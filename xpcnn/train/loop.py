@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import checkpoint as ckpt
 from .. import functional as F
+from .. import optim as optim_module
 from ..backend import to_numpy
 from ..callbacks import Callback, EpochPrinter
 from ..checks import positive_int
@@ -157,7 +158,7 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         batch_size: int = 32, validation_data=None, shuffle: bool = True, seed: int | None = None,
         callbacks: Iterable[Callback] = (), progress: bool = True, scheduler: LRScheduler | None = None,
         augment: Callable | None = None, resume: "ckpt.Checkpoint | str | os.PathLike | None" = None,
-        verbose: int = 1) -> History:
+        verbose: int = 1, log_every: int = 50) -> History:
     """Train ``model`` on host arrays ``x`` (N, C, H, W) and ``y`` (labels (N,) or targets).
 
     ``verbose=1`` (the default) prints one line per epoch (and callbacks such as EarlyStopping say
@@ -166,12 +167,17 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
 
     ``epochs`` counts from the start of training, so resuming a checkpoint saved after epoch 2
     with ``epochs=4`` trains epochs 3 and 4. ``augment(x_batch, rng)`` transforms host batches.
-    A NaN or infinite loss stops training with :class:`TrainingDiverged`, the model restored to
-    the end of the last complete epoch.
+
+    No training step reads device memory: the running loss and correct count stay on the device
+    and are read together, in one transfer, every ``log_every`` steps and at the end of each epoch
+    (the progress bar advances every step and refreshes its figures at those reads). A NaN or
+    infinite loss found at a read stops training with :class:`TrainingDiverged`, the model and
+    optimizer restored from a device-side copy taken at the start of the epoch.
     """
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"fit: optimizer must be an xpcnn.optim optimizer, got {type(optimizer).__name__}")
     positive_int("fit", "epochs", epochs)
+    positive_int("fit", "log_every", log_every)
     if verbose not in (0, 1, True, False):
         raise ValueError(f"fit: verbose must be 0 (silent) or 1 (a line per epoch), got {verbose!r}")
     loss_fn = _loss_function(loss)
@@ -200,42 +206,39 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
             warnings.warn(f"fit: epoch {epoch} runs at learning rate 0 (the schedule has reached its end), so the "
                           "weights will not change; lengthen the schedule (e.g. CosineAnnealingLR's T_max)",
                           stacklevel=2)
-        good_state = model.state_dict()
-        good_optimizer = optimizer.state_dict()
+        snapshot = _snapshot(model, optimizer)          # on the device: no host copy per epoch
         bar = _progress(progress and verbose, len(x), f"epoch {epoch}/{epochs}")
         started = time.perf_counter()
-        total_loss, total_correct, seen, counted = 0.0, 0, 0, True
+        sums = _RunningSums()
         for index, (xb, yb) in enumerate(batches(x, y, batch_size, backend=model.backend, dtype=model.dtype,
                                                   shuffle=shuffle, rng=rng, augment=augment)):
             logits = model(xb)
             batch_loss, dlogits = step_loss(logits, yb)
-            value = float(batch_loss)
-            if not math.isfinite(value):
-                model.load_state_dict(good_state)
-                optimizer.load_state_dict(good_optimizer)
-                if bar is not None:
-                    bar.close()
-                raise TrainingDiverged(
-                    f"fit: the loss became {value} at epoch {epoch}, batch {index + 1}; the model was restored to "
-                    f"the end of epoch {epoch - 1}. Try a lower learning rate (now {optimizer.lr:g}).")
             model.zero_grad()
             model.backward(dlogits, input_grad=False)
             optimizer.step()
-            n = int(xb.shape[0])
-            correct = _accuracy_count(logits, yb)
-            counted = counted and correct is not None
-            total_loss += value * n
-            total_correct += int(correct) if correct is not None else 0
-            seen += n
-            if bar is not None:  # tqdm shows the rate itself, in images per second
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.3f}" if counted else "-")
-                bar.update(n)
+            sums.add(batch_loss, _accuracy_count(logits, yb), int(xb.shape[0]))
+            if bar is not None:
+                bar.update(int(xb.shape[0]))
+            if (index + 1) % log_every == 0 or sums.seen == len(x):
+                mean_loss, accuracy = sums.read()
+                if not math.isfinite(mean_loss):
+                    _restore(model, optimizer, snapshot)
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingDiverged(
+                        f"fit: the loss became {mean_loss} by epoch {epoch}, batch {index + 1} (losses are read every "
+                        f"{log_every} steps and at each epoch's end); the model was restored to the end of epoch "
+                        f"{epoch - 1}. Try a lower learning rate (now {optimizer.lr:g}).")
+                if bar is not None:  # tqdm shows the rate itself, in images per second
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", acc="-" if accuracy is None else f"{accuracy:.3f}")
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started
-        logs = {"epoch": epoch, "loss": total_loss / seen}
-        if counted:
-            logs["accuracy"] = total_correct / seen
+        seen = sums.seen
+        logs = {"epoch": epoch, "loss": mean_loss}
+        if accuracy is not None:
+            logs["accuracy"] = accuracy
         if validation_data is not None:
             scores = evaluate(model, *validation_data, loss=loss_fn, batch_size=max(batch_size, 256))
             logs.update({f"val_{k}": v for k, v in scores.items()})
@@ -251,6 +254,46 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
     for callback in callbacks:
         callback.on_train_end(trainer)
     return history
+
+
+class _RunningSums:
+    """The loss sum and correct count of the batches so far, kept on the device; :meth:`read` brings both
+    to the host in one transfer (a GPU synchronises there, and only there)."""
+
+    def __init__(self):
+        self.loss = self.correct = None
+        self.seen, self.counted = 0, True
+
+    def add(self, batch_loss, correct, n: int) -> None:
+        weighted = batch_loss * n
+        self.loss = weighted if self.loss is None else self.loss + weighted
+        if correct is None:
+            self.counted = False
+        else:
+            self.correct = correct if self.correct is None else self.correct + correct
+        self.seen += n
+
+    def read(self) -> tuple[float, float | None]:
+        """(mean loss, accuracy or None) over the batches so far."""
+        xp = array_api_compat.array_namespace(self.loss)
+        values = [self.loss] + ([xp.astype(self.correct, self.loss.dtype)] if self.counted else [])
+        host = to_numpy(xp.stack(values))
+        return float(host[0]) / self.seen, (float(host[1]) / self.seen if self.counted else None)
+
+
+def _snapshot(model, optimizer):
+    """Device copies of the parameters, buffers and optimizer state: what a divergence rolls back to."""
+    buffers = [(layer, name, optim_module._device_copy(value)) for layer in model.layers
+               for name, value in layer.named_buffers()]
+    return buffers, optimizer.snapshot()
+
+
+def _restore(model, optimizer, snapshot) -> None:
+    buffers, optimizer_snapshot = snapshot
+    for layer, name, value in buffers:
+        setattr(layer, name, value)
+    optimizer.restore(optimizer_snapshot)
+    model.zero_grad()
 
 
 def _resume(model, optimizer, scheduler, rng, resume):
@@ -279,24 +322,20 @@ def _resume(model, optimizer, scheduler, rng, resume):
 
 
 def evaluate(model, x, y, *, loss: str | Callable = "cross_entropy", batch_size: int = 256) -> dict:
-    """Mean loss (and accuracy, for class labels) over ``x``, in evaluation mode."""
+    """Mean loss (and accuracy, for class labels) over ``x``, in evaluation mode. The sums stay on the
+    device and are read once, at the end."""
     loss_fn = _loss_function(loss)
     x, y = _check_data("evaluate", x, y)
     _check_targets("evaluate", model, x, y, loss_fn)
-    total_loss, total_correct, counted = 0.0, 0, True
     batch_loss_fn = _batch_loss(loss_fn)
+    sums = _RunningSums()
     with model.evaluating():
         for xb, yb in batches(x, y, batch_size, backend=model.backend, dtype=model.dtype):
             logits = model(xb)
             batch_loss, _ = batch_loss_fn(logits, yb)
-            total_loss += float(batch_loss) * int(xb.shape[0])
-            correct = _accuracy_count(logits, yb)
-            counted = counted and correct is not None
-            total_correct += int(correct) if correct is not None else 0
-    scores = {"loss": total_loss / len(x)}
-    if counted:
-        scores["accuracy"] = total_correct / len(x)
-    return scores
+            sums.add(batch_loss, _accuracy_count(logits, yb), int(xb.shape[0]))
+    mean_loss, accuracy = sums.read()
+    return {"loss": mean_loss} if accuracy is None else {"loss": mean_loss, "accuracy": accuracy}
 
 
 def predict(model, x, *, batch_size: int = 256) -> np.ndarray:

@@ -1,0 +1,74 @@
+"""GPU readiness, proven on the CPU: device-to-host reads counted on the torch backend with a
+TorchFunctionMode (xpcnn.testing.HostReads). A read is a GPU synchronisation; a training step makes none."""
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import layers as L, optim
+
+torch = pytest.importorskip("torch")
+from xpcnn.testing import HostReads  # noqa: E402  (needs torch)
+
+
+def _every_layer_type():
+    return xpcnn.Sequential([
+        L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.LeakyReLU(0.1), L.MaxPool2D(2),
+        L.Conv2D(4, 4, 3, padding="same", groups=2), L.Sigmoid(), L.AvgPool2D(2, padding=1),
+        L.Conv2D(4, 6, 1), L.Tanh(), L.GlobalAvgPool2D(), L.Dropout(0.3), L.Dense(6, 8), L.ReLU(),
+        L.Dense(8, 3)], backend="torch", seed=0)
+
+
+OPTIMIZERS = [
+    lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+    lambda p: optim.Adagrad(p, lr=0.1, weight_decay=1e-4),
+    lambda p: optim.RMSprop(p, lr=0.01, momentum=0.9, centered=True, weight_decay=1e-4),
+    lambda p: optim.Adam(p, lr=1e-3, weight_decay=1e-4, amsgrad=True),
+    lambda p: optim.AdamW(p, lr=1e-3),
+]
+
+
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS, ids=["sgd", "adagrad", "rmsprop", "adam", "adamw"])
+def test_a_training_step_reads_nothing_from_the_device(make_optimizer):
+    from xpcnn.train.loop import _batch_loss, _accuracy_count
+    from xpcnn import functional as F
+    model = _every_layer_type()
+    optimizer = make_optimizer(model.parameters())
+    rng = np.random.default_rng(0)
+    x = xpcnn.to_backend(rng.standard_normal((5, 1, 8, 8)).astype(np.float32), "torch")
+    y = xpcnn.to_backend(rng.integers(0, 3, 5), "torch")
+    step_loss = _batch_loss(F.softmax_cross_entropy)
+    for _ in range(2):                                   # the first step creates the state; the second reuses it
+        with HostReads() as reads:
+            logits = model(x)
+            loss, dlogits = step_loss(logits, y)
+            model.zero_grad()
+            model.backward(dlogits, input_grad=False)
+            optimizer.step()
+            _accuracy_count(logits, y)
+        assert reads.calls == []
+
+
+def test_fit_reads_once_every_log_every_steps_and_once_at_an_epochs_end():
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], backend="torch", seed=0)
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((120, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 120)
+    optimizer = optim.Adam(model.parameters())
+    with HostReads() as reads:                           # 60 batches, log_every 50: reads after 50 and 60
+        model.fit(x, y, optimizer=optimizer, epochs=1, batch_size=2, log_every=50, verbose=0)
+    assert reads.count == 2, reads.calls
+    with HostReads() as reads:                           # 2 epochs, and validation read once per epoch
+        model.fit(x, y, optimizer=optimizer, epochs=2, batch_size=2, log_every=50, verbose=0,
+                  validation_data=(x[:10], y[:10]))
+    assert reads.count == 2 * (2 + 1), reads.calls
+    assert reads.count / 120 <= 0.25                    # per fit batch, the issue's bound
+    with HostReads() as reads:
+        model.evaluate(x, y, batch_size=7)               # 18 batches, one read
+    assert reads.count == 1
+
+
+def test_the_counter_counts():
+    """The instrument itself: each kind of read is seen."""
+    t = torch.ones(3)
+    with HostReads() as reads:
+        float(t.sum()), int(t[0]), bool(t[1]), t.tolist(), t.numpy(), t.sum().item(), np.asarray(t)
+    assert reads.count == 7
