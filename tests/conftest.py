@@ -4,6 +4,8 @@ Select some with ``pytest --backend numpy --backend torch`` or ``XPCNN_TEST_BACK
 A backend that is not installed, or has no device, is reported as a skip with the reason.
 """
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -49,15 +51,25 @@ def _run_in_a_temporary_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+def pytest_unconfigure(config):
+    home = getattr(config, "_xpcnn_hypothesis_home", None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def pytest_configure(config):
-    # Hypothesis keeps no example database (it would be written to .hypothesis/ in the working tree).
+    # Hypothesis keeps no example database, and its other caches go to a temporary folder instead of
+    # .hypothesis/ in the working tree.
     try:
         from hypothesis import settings
+        from hypothesis.configuration import set_hypothesis_home_dir
     except ImportError:
         pass
     else:
         settings.register_profile("xpcnn", database=None)
         settings.load_profile("xpcnn")
+        config._xpcnn_hypothesis_home = tempfile.mkdtemp(prefix="xpcnn-hypothesis-")
+        set_hypothesis_home_dir(config._xpcnn_hypothesis_home)
     # TF32 would make float32 GPU matmuls differ from NumPy by ~1e-3.
     os.environ.setdefault("CUPY_TF32", "0")
     try:
