@@ -262,6 +262,56 @@ def python_overhead_ms(backend) -> float:
     return statistics.median(times)
 
 
+def readiness(torch) -> list[dict]:
+    """GPU-readiness figures of a training step on the torch backend (CPU tensors count exactly as GPU ones):
+    device-to-host reads per step and per fit batch, host-to-device copies per step, kernel launches per
+    step against torch.nn + autograd + torch.optim.Adam(foreach=True) for the same model."""
+    from xpcnn.testing import KernelLaunches, Transfers
+    from xpcnn.train.loop import _batch_loss
+    rows = []
+    for name, builder, shape, n in (("LeNet b64", lenet, (1, 28, 28), 64), ("VGG-small b32", vgg_small, (3, 32, 32), 32)):
+        model = builder(seed=0, backend="torch")
+        optimizer = optim.Adam(model.parameters())
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        y = rng.integers(0, 10, n)
+        xs, ys = to_backend(x, "torch"), to_backend(y, "torch")
+        loss = _batch_loss(F.softmax_cross_entropy)
+
+        def step():
+            logits = model(xs)
+            _, dlogits = loss(logits, ys)
+            model.zero_grad()
+            model.backward(dlogits, input_grad=False)
+            optimizer.step()
+
+        step()
+        with Transfers() as transfers, KernelLaunches() as launches:
+            step()
+        batches = 60                                       # an epoch of 60 batches at fit's default log_every
+        data_x, data_y = np.repeat(x, batches, axis=0), np.repeat(y, batches)
+        with Transfers() as fitting:
+            model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=n, verbose=0)
+        twin = torch_twin(builder(seed=0), torch, "cpu", torch.float32)
+        twin_optimizer = torch.optim.Adam(twin.parameters(), foreach=True)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+
+        def twin_step():
+            twin_optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(twin(xt), yt).backward()
+            twin_optimizer.step()
+
+        twin_step()
+        with KernelLaunches() as twin_launches:
+            twin_step()
+        rows.append({"model": name, "reads_per_step": transfers.reads, "reads_per_fit_batch": fitting.reads / batches,
+                     "writes_per_step": fitting.writes / batches, "launches_per_step": launches.count,
+                     "torch_launches_per_step": twin_launches.count,
+                     "launch_ratio": launches.count / twin_launches.count,
+                     "top_ops": dict(launches.by_op.most_common(8))})
+    return rows
+
+
 def machine_info(backend, torch, device) -> dict:
     cpu = platform.processor() or ""
     try:
@@ -284,7 +334,21 @@ def machine_info(backend, torch, device) -> dict:
     return info
 
 
-def markdown(info: dict, results: list[Result], memory: dict | None, overhead: float | None) -> str:
+def readiness_markdown(rows: list[dict]) -> list[str]:
+    lines = ["## GPU readiness (torch backend, counted with torch's dispatch modes)", "",
+             "| model | D2H reads / step | D2H reads / fit batch | H2D copies / step | kernel launches / step "
+             "| PyTorch's | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['reads_per_step']} | {r['reads_per_fit_batch']:.3f} | "
+                     f"{r['writes_per_step']:.0f} | {r['launches_per_step']} | {r['torch_launches_per_step']} | "
+                     f"{r['launch_ratio']:.1f} |")
+    lines += ["", "Most frequent xpcnn kernels per step: " + "; ".join(
+        f"{r['model']}: " + ", ".join(f"{op} {count}" for op, count in r["top_ops"].items()) for r in rows), ""]
+    return lines
+
+
+def markdown(info: dict, results: list[Result], memory: dict | None, overhead: float | None,
+             ready: list[dict] | None = None) -> str:
     lines = [f"# xpcnn vs PyTorch: backend `{info['backend']}` on {info['device']}", "",
              f"{info['date']}; {info['cpu']} ({info['cpu_count']} CPUs); Python {info['python']}, "
              f"NumPy {info['numpy']}, PyTorch {info['torch']} ({info['torch_threads']} threads); float32; "
@@ -311,13 +375,16 @@ def markdown(info: dict, results: list[Result], memory: dict | None, overhead: f
         lines.append("")
     if overhead is not None:
         lines += [f"Batch-1 LeNet forward: {overhead:.3f} ms.", ""]
+    if ready:
+        lines += readiness_markdown(ready)
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="numpy", help="xpcnn backend (numpy, cupy, torch, torch:cuda)")
-    parser.add_argument("--groups", default="ops,steps,scaling,memory,overhead")
+    parser.add_argument("--groups", default="ops,steps,scaling,memory,overhead,readiness",
+                        help="comma-separated: ops, steps, scaling, memory, overhead, readiness")
     parser.add_argument("--filter", default="", help="only cases whose name contains this text")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
@@ -355,6 +422,11 @@ def main(argv=None) -> int:
             print(f"memory   batch {entry['batch']} workspace {entry['workspace_mb']}: peak {entry['peak_mb']:.0f} MB "
                   f"(inputs+outputs {entry['inputs_outputs_mb']:.0f} MB)")
     overhead = python_overhead_ms(backend) if "overhead" in groups else None
+    ready = readiness(torch) if "readiness" in groups else None
+    for row in ready or []:
+        print(f"readiness {row['model']:14s} reads/step {row['reads_per_step']}  reads/fit batch "
+              f"{row['reads_per_fit_batch']:.3f}  copies/step {row['writes_per_step']:.0f}  launches/step "
+              f"{row['launches_per_step']} (PyTorch {row['torch_launches_per_step']}, ratio {row['launch_ratio']:.1f})")
     if overhead is not None:
         print(f"overhead batch-1 LeNet forward {overhead:.3f} ms")
     info = machine_info(backend, torch, device)
@@ -362,9 +434,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"{backend.name.replace(':', '-')}-{'cpu' if device == 'cpu' else 'gpu'}"
     payload = {"machine": info, "results": [{**r.__dict__, "ratio": r.ratio} for r in results],
-               "memory": memory, "batch1_lenet_forward_ms": overhead}
+               "memory": memory, "batch1_lenet_forward_ms": overhead,
+               "readiness": ready}
     (out / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    (out / f"{stem}.md").write_text(markdown(info, results, memory, overhead))
+    (out / f"{stem}.md").write_text(markdown(info, results, memory, overhead, ready))
     if args.plot:
         _plot_scaling([r for r in results if r.group == "scaling"], out / f"{stem}-scaling.png")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")

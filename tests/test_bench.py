@@ -43,3 +43,15 @@ def test_ratio_spread_comes_from_the_paired_blocks(monkeypatch):
     result = bench.run_case(case, None, None, "cpu", repeat=4, warmup=0)
     assert (result.xpcnn_ms, result.torch_ms) == (3.5, 1.0)
     assert result.ratio_quartiles == pytest.approx((2.25, 3.75))
+
+
+def test_readiness_reports_reads_copies_and_launches_per_step():
+    torch = pytest.importorskip("torch")
+    rows = bench.readiness(torch)
+    assert [r["model"] for r in rows] == ["LeNet b64", "VGG-small b32"]
+    for row in rows:
+        assert row["reads_per_step"] == 0                        # no device-to-host read in a training step
+        assert 0 < row["reads_per_fit_batch"] <= 0.25            # one read per 50 steps and at the epoch's end
+        assert row["writes_per_step"] == 4                       # x, y and the masks of the two dropout layers
+        assert row["launches_per_step"] > row["torch_launches_per_step"] > 0
+        assert row["launch_ratio"] == row["launches_per_step"] / row["torch_launches_per_step"]

@@ -85,35 +85,97 @@ def torch_twin(model, torch, device="cpu", dtype=None):
     return twin
 
 
-class HostReads:
-    """Counts device-to-host reads of PyTorch tensors (each one a GPU synchronisation on a GPU):
-    ``item()``, ``tolist()``, ``numpy()``, ``float()``/``int()``/``bool()``/``index()`` and NumPy's
-    ``__array__`` on a tensor. Use ``with HostReads() as reads: ...; reads.count`` with the torch backend;
-    ``reads.calls`` names them. CPU tensors are counted the same, so the count is exact without a GPU."""
+class Transfers:
+    """Counts PyTorch's host/device transfers inside the block (``with Transfers() as t``), each one a
+    synchronisation or a copy on a GPU; CPU tensors are counted the same, so counts are exact without one.
 
-    NAMES = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__")
+    ``t.reads`` (device to host): ``item()``, ``tolist()``, ``numpy()``, ``float()``/``int()``/``bool()``/
+    ``index()`` and NumPy's ``__array__`` on a tensor; ``t.read_calls`` names them.
+    ``t.writes`` (host to device): a tensor made from a NumPy array (``torch.asarray``, ``torch.tensor``,
+    ``torch.as_tensor``, ``torch.from_numpy``); ``t.write_shapes`` gives their shapes.
+    """
+
+    READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__")
+    WRITES = ("asarray", "tensor", "as_tensor", "from_numpy")
 
     def __init__(self):
         import torch
         from torch.overrides import TorchFunctionMode
 
-        reads = self
-        watched = {getattr(torch.Tensor, name) for name in self.NAMES}
-        self.calls: list[str] = []
+        transfers = self
+        reads = {getattr(torch.Tensor, name) for name in self.READS}
+        writes = {getattr(torch, name) for name in self.WRITES}
+        self.read_calls: list[str] = []
+        self.write_shapes: list[tuple] = []
 
         class _Mode(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
-                if func in watched:
-                    reads.calls.append(func.__name__)
+                if func in reads:
+                    transfers.read_calls.append(func.__name__)
+                elif func in writes and args and isinstance(args[0], np.ndarray):
+                    transfers.write_shapes.append(tuple(args[0].shape))
                 return func(*args, **(kwargs or {}))
 
         self._mode = _Mode()
 
     @property
-    def count(self) -> int:
-        return len(self.calls)
+    def reads(self) -> int:
+        return len(self.read_calls)
 
-    def __enter__(self) -> "HostReads":
+    @property
+    def writes(self) -> int:
+        return len(self.write_shapes)
+
+    def __enter__(self) -> "Transfers":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+#: aten operations that launch no kernel though their schema does not mark them as views: a read to the host
+#: (counted by Transfers) and the view reshape returns after a copy; profiler bookkeeping is left out too.
+NOT_KERNELS = {"_local_scalar_dense", "_unsafe_view"}
+
+
+class KernelLaunches:
+    """Counts the kernel-launching PyTorch operations run inside the block (``with KernelLaunches() as k``):
+    every aten operation except pure views (an op whose every output is a non-writing alias of an input,
+    as aten's schemas mark slice, permute, reshape views and the like). In-place operations count: they
+    launch a kernel. ``k.count`` is the total and ``k.by_op`` a Counter per aten op, for a breakdown.
+    The same rule counts xpcnn's torch backend and torch.nn/autograd, so the two compare fairly."""
+
+    def __init__(self):
+        import collections
+
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+        self.by_op: collections.Counter = collections.Counter()
+
+        def launches(func) -> bool:
+            name = func.overloadpacket.__name__
+            if name in NOT_KERNELS or name.startswith("_record_function"):
+                return False
+            returns = func._schema.returns
+            return not returns or any(r.alias_info is None or r.alias_info.is_write for r in returns)
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if launches(func):
+                    counter.by_op[func.overloadpacket.__name__] += 1
+                return func(*args, **(kwargs or {}))
+
+        self._torch = torch
+        self._mode = _Mode()
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_op.values())
+
+    def __enter__(self) -> "KernelLaunches":
         self._mode.__enter__()
         return self
 

@@ -1,5 +1,5 @@
 """GPU readiness, proven on the CPU: device-to-host reads counted on the torch backend with a
-TorchFunctionMode (xpcnn.testing.HostReads). A read is a GPU synchronisation; a training step makes none."""
+TorchFunctionMode (xpcnn.testing.Transfers). A read is a GPU synchronisation; a training step makes none."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ import xpcnn
 from xpcnn import layers as L, optim
 
 torch = pytest.importorskip("torch")
-from xpcnn.testing import HostReads  # noqa: E402  (needs torch)
+from xpcnn.testing import KernelLaunches, Transfers  # noqa: E402  (needs torch)
 
 
 def _every_layer_type():
@@ -38,14 +38,14 @@ def test_a_training_step_reads_nothing_from_the_device(make_optimizer):
     y = xpcnn.to_backend(rng.integers(0, 3, 5), "torch")
     step_loss = _batch_loss(F.softmax_cross_entropy)
     for _ in range(2):                                   # the first step creates the state; the second reuses it
-        with HostReads() as reads:
+        with Transfers() as reads:
             logits = model(x)
             loss, dlogits = step_loss(logits, y)
             model.zero_grad()
             model.backward(dlogits, input_grad=False)
             optimizer.step()
             _accuracy_count(logits, y)
-        assert reads.calls == []
+        assert reads.read_calls == []
 
 
 def test_fit_reads_once_every_log_every_steps_and_once_at_an_epochs_end():
@@ -53,22 +53,44 @@ def test_fit_reads_once_every_log_every_steps_and_once_at_an_epochs_end():
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((120, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 120)
     optimizer = optim.Adam(model.parameters())
-    with HostReads() as reads:                           # 60 batches, log_every 50: reads after 50 and 60
+    with Transfers() as reads:                           # 60 batches, log_every 50: reads after 50 and 60
         model.fit(x, y, optimizer=optimizer, epochs=1, batch_size=2, log_every=50, verbose=0)
-    assert reads.count == 2, reads.calls
-    with HostReads() as reads:                           # 2 epochs, and validation read once per epoch
+    assert reads.reads == 2, reads.read_calls
+    with Transfers() as reads:                           # 2 epochs, and validation read once per epoch
         model.fit(x, y, optimizer=optimizer, epochs=2, batch_size=2, log_every=50, verbose=0,
                   validation_data=(x[:10], y[:10]))
-    assert reads.count == 2 * (2 + 1), reads.calls
-    assert reads.count / 120 <= 0.25                    # per fit batch, the issue's bound
-    with HostReads() as reads:
+    assert reads.reads == 2 * (2 + 1), reads.read_calls
+    assert reads.reads / 120 <= 0.25                    # per fit batch, the issue's bound
+    with Transfers() as reads:
         model.evaluate(x, y, batch_size=7)               # 18 batches, one read
-    assert reads.count == 1
+    assert reads.reads == 1
 
 
 def test_the_counter_counts():
     """The instrument itself: each kind of read is seen."""
     t = torch.ones(3)
-    with HostReads() as reads:
+    with Transfers() as reads:
         float(t.sum()), int(t[0]), bool(t[1]), t.tolist(), t.numpy(), t.sum().item(), np.asarray(t)
-    assert reads.count == 7
+    assert reads.reads == 7
+
+
+def test_a_training_step_copies_only_its_batch_and_dropout_masks_to_the_device():
+    """Host-to-device copies per fit step: x and y, plus (today) one mask per dropout layer in training."""
+    model = xpcnn.Sequential([L.Flatten(), L.Dropout(0.5), L.Dense(4, 3)], backend="torch", seed=0)
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((12, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 12)
+    with Transfers() as transfers:
+        model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.1), batch_size=4, verbose=0)
+    assert sorted(transfers.write_shapes) == sorted([(4, 1, 2, 2), (4,), (4, 4)] * 3)
+
+
+def test_kernel_launches_are_counted_exactly_and_views_are_free():
+    a = torch.ones(4, 4)
+    with KernelLaunches() as launches:
+        b = a.reshape(16)[2:5]             # views: no kernel
+        a.T.permute(1, 0)
+        c = b * 2                          # one
+        c.add_(1)                          # in place: one
+        torch.cat([c, c])                  # one
+        a.T.reshape(16)                    # a reshape that must copy: one (clone)
+    assert launches.count == 4 and launches.by_op == {"mul": 1, "add_": 1, "cat": 1, "clone": 1}
