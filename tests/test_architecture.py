@@ -109,3 +109,15 @@ def test_only_backend_and_testing_import_torch():
 def test_no_benchmark_harness_in_the_package():
     assert not (PACKAGE / "bench.py").exists()
     assert all("benchmarks" not in imports(module) for module in MODULES)
+
+
+@pytest.mark.parametrize("alias,home,names", [("xpcnn.models", "xpcnn.zoo", ["lenet", "vgg_small", "mlp", "MODELS"]),
+                                              ("xpcnn.viz", "xpcnn.plots", ["plot_filters", "plot_feature_maps"])])
+def test_moved_modules_keep_a_deprecated_alias(alias, home, names):
+    import importlib
+    import sys
+    sys.modules.pop(alias, None)
+    with pytest.warns(DeprecationWarning, match=f"{alias} is now"):
+        old = importlib.import_module(alias)
+    new = importlib.import_module(home)
+    assert all(getattr(old, name) is getattr(new, name) for name in names)

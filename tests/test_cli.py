@@ -236,3 +236,20 @@ def test_predict_converts_inverted_and_unit_range_images_and_says_so(trained, tm
     assert notes == [f"note: {tmp_path / 'unit.npy'}: values in [0, 1]: scaled to 0-255",
                      f"note: {tmp_path / 'paper.jpg'}: light background: inverted to a light digit on dark, "
                      "as the training images are"]
+
+
+def test_ctrl_c_before_the_first_epoch_ends_leaves_no_folder_and_says_so(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "xpcnn", "train", "--epochs", "1", "--out", str(out),
+                                "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not out.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)                          # the folder appears when training starts
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted before the first epoch ended; nothing was saved" in stderr
+    assert not out.exists()

@@ -4,7 +4,6 @@ import struct
 import numpy as np
 import pytest
 
-import xpcnn
 from xpcnn import datasets
 
 

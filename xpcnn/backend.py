@@ -252,16 +252,14 @@ def _jax_float64() -> None:
         jax.config.update("jax_enable_x64", True)
 
 
+def device_copy(array: Any) -> Any:
+    """A copy of ``array`` on its own device (no host transfer)."""
+    return _compat.array_namespace(array).asarray(array, copy=True)
+
+
 def like(value: Any, reference: Any) -> Any:
     """``value`` (a host array, or any backend's) on ``reference``'s library and device, in its dtype."""
-    xp = _compat.array_namespace(reference)
-    device = _compat.device(reference)
-    if _is_array(value) and backend_of(value) == backend_of(reference):
-        moved = value if _compat.device(value) == device else _compat.to_device(value, device)
-    else:
-        host = to_numpy(value)
-        moved = xp.asarray(host if host.flags.c_contiguous else np.ascontiguousarray(host), device=device)
-    return moved if moved.dtype == reference.dtype else xp.astype(moved, reference.dtype)
+    return to_backend(value, backend_for(reference), dtype=dtype_name(reference))
 
 
 def same_place(a: Any, b: Any) -> bool:

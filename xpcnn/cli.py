@@ -72,6 +72,12 @@ def _output_folder(args) -> pathlib.Path:
     return out
 
 
+def _settings(args, saved: dict) -> dict:
+    """Each run setting: the option given, else the resumed run's ``saved`` value, else TRAIN_DEFAULTS."""
+    return {key: getattr(args, key) if getattr(args, key) is not None else saved.get(key, default)
+            for key, default in TRAIN_DEFAULTS.items()}
+
+
 def _resumed(args, backend):
     """The checkpoint named by --resume, and the run settings: the checkpoint's, overridden by the options given."""
     import xpcnn
@@ -79,9 +85,7 @@ def _resumed(args, backend):
     checkpoint = xpcnn.load_checkpoint(args.resume, backend)
     if checkpoint.optimizer is None:
         raise CommandError(f"--resume: {args.resume} holds no optimizer state; it cannot be resumed")
-    saved = checkpoint.metadata.get("run", {})
-    settings = {key: getattr(args, key) if getattr(args, key) is not None else saved.get(key, default)
-                for key, default in TRAIN_DEFAULTS.items()}
+    settings = _settings(args, checkpoint.metadata.get("run", {}))
     if checkpoint.epoch >= settings["epochs"]:
         raise CommandError(f"--resume: {args.resume} has finished its {checkpoint.epoch} epochs; "
                            f"pass --epochs N with N > {checkpoint.epoch} to train longer")
@@ -107,13 +111,7 @@ def cmd_train(args) -> int:
     from .train import MetricsLogger, ModelCheckpoint
 
     backend = _backend(args.backend)
-    if args.resume:
-        checkpoint, settings = _resumed(args, backend)
-    else:
-        checkpoint, settings = None, {key: getattr(args, key) if getattr(args, key) is not None else default
-                                      for key, default in TRAIN_DEFAULTS.items()}
-    if not math.isfinite(settings["lr"]) or settings["lr"] <= 0:
-        raise CommandError(f"--lr must be a positive finite number, got {settings['lr']}")
+    checkpoint, settings = _resumed(args, backend) if args.resume else (None, _settings(args, {}))
     out = _output_folder(args)
     (x_train, y_train), (x_test, y_test) = load_data(settings["data"], download=True)
     x_train, y_train, mean, std = _prepare(x_train, y_train)
@@ -147,15 +145,17 @@ def cmd_train(args) -> int:
                             batch_size=settings["batch_size"], validation_data=(x_test, y_test),
                             seed=settings["seed"], callbacks=callbacks, progress=not args.no_progress,
                             augment=augment, resume=checkpoint)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()                                   # a run stopped before its first epoch leaves nothing
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
         if checkpoint_path.exists():
             print(f"\ninterrupted; the last complete epoch is saved in {checkpoint_path} "
                   f"(resume with: xpcnn train --resume {checkpoint_path})", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first epoch ended; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()                                   # a run that failed before its first epoch leaves nothing
-        raise
     scores = model.evaluate(x_test, y_test)
     print(f"test accuracy {scores['accuracy']:.4f}  test loss {scores['loss']:.4f}")
     print(f"checkpoint: {checkpoint_path}\nmetrics:    {out / 'metrics.csv'}")

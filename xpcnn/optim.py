@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import array_api_compat
 import numpy as np
 
-from .backend import like, same_place, to_numpy
+from .backend import device_copy, like, same_place, to_numpy
 from .checks import positive_int
 from .layers.base import Parameter
 
@@ -36,11 +36,6 @@ def _check(owner: str, name: str, value: Any, low: float, high: float | None = N
         right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
         raise ValueError(f"{owner}: {name} must be in {left}{low}, {right}, got {value!r}")
     return float(value)
-
-
-def _device_copy(array: Any) -> Any:
-    """A copy on the array's own device (the state is updated in place, so a reference would not do)."""
-    return array_api_compat.array_namespace(array).asarray(array, copy=True)
 
 
 class Optimizer:
@@ -106,8 +101,8 @@ class Optimizer:
 
     def snapshot(self) -> tuple:
         """Device copies of the parameters and the state (nothing goes to the host); see :meth:`restore`."""
-        return ([_device_copy(p.data) for p in self.params],
-                [{k: v if k == "step" else _device_copy(v) for k, v in state.items()} for state in self.state],
+        return ([device_copy(p.data) for p in self.params],
+                [{k: v if k == "step" else device_copy(v) for k, v in state.items()} for state in self.state],
                 self.step_count)
 
     def restore(self, snapshot: tuple) -> None:

@@ -26,8 +26,7 @@ import numpy as np
 
 from .. import checkpoint as ckpt
 from .. import functional as F
-from .. import optim as optim_module
-from ..backend import to_numpy
+from ..backend import device_copy, to_numpy
 from ..callbacks import Callback, EpochPrinter
 from ..checks import positive_int
 from ..optim import LRScheduler, Optimizer
@@ -283,7 +282,7 @@ class _RunningSums:
 
 def _snapshot(model, optimizer):
     """Device copies of the parameters, buffers and optimizer state: what a divergence rolls back to."""
-    buffers = [(layer, name, optim_module._device_copy(value)) for layer in model.layers
+    buffers = [(layer, name, device_copy(value)) for layer in model.layers
                for name, value in layer.named_buffers()]
     return buffers, optimizer.snapshot()
 
