@@ -2,7 +2,9 @@
 
 Every update rebinds ``param.data`` to a new array instead of writing in place, so the same
 code runs on backends whose arrays are immutable (JAX). State (momentum buffers, moment
-estimates) is created lazily with ``zeros_like(param.data)``, on the parameter's device.
+estimates) is created lazily with ``zeros_like(param.data)``, on the parameter's device. The
+parameters that have gradients are updated together on flat arrays (one kernel per operation of
+the formula, whatever the number of parameters; see ``Optimizer.step``).
 
 With g = grad + weight_decay * θ (AdamW decays θ directly instead), t = step count:
 
@@ -14,7 +16,9 @@ With g = grad + weight_decay * θ (AdamW decays θ directly instead), t = step c
 """
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import array_api_compat
@@ -38,6 +42,19 @@ def _check(owner: str, name: str, value: Any, low: float, high: float | None = N
     return float(value)
 
 
+@dataclass
+class _Flat:
+    """Parameters updated together: their indices, shapes and [start, stop) bounds in the flat arrays, the
+    namespace, the flat parameters, and the flat state (``"step"`` an int)."""
+
+    indices: tuple[int, ...]
+    shapes: list[tuple]
+    bounds: list[tuple[int, int]]
+    xp: Any
+    theta: Any
+    state: dict[str, Any]
+
+
 class Optimizer:
     """Base class: holds the parameters, the learning rate and lazily created per-parameter state."""
 
@@ -58,7 +75,18 @@ class Optimizer:
                                 "pass model.parameters()")
         self.lr = _check(type(self).__name__, "lr", lr, 0.0)
         self.step_count = 0
-        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        self.state = [{} for _ in self.params]
+
+    @property
+    def state(self) -> list[dict[str, Any]]:
+        """Per-parameter state: ``state[i]["exp_avg"]``, ..., ``state[i]["step"]`` (what state_dict saves).
+        Steps keep it as flat arrays (see :meth:`step`); reading it splits them back into per-parameter arrays."""
+        self._unflatten()
+        return self._state
+
+    @state.setter
+    def state(self, states: list[dict[str, Any]]) -> None:
+        self._state, self._flat = states, None
         self._forget_places()
 
     def _forget_places(self) -> None:
@@ -73,15 +101,86 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient. Gradients are checked first, so a NaN or a wrong
-        shape leaves every parameter and every state unchanged."""
+        shape leaves every parameter and every state unchanged.
+
+        The parameters that have a gradient are updated together when they share one library, device
+        and dtype (and one step count): their gradients are concatenated once, the update formula runs
+        once on flat arrays (a handful of kernel launches whatever the number of parameters), and each
+        ``p.data`` becomes its slice of the result (a view on NumPy, CuPy and PyTorch; a copy on JAX).
+        Otherwise, or when a parameter has no gradient (it is skipped, as torch.optim skips it), each
+        parameter is updated on its own, with the same formula.
+        """
         for index, p in enumerate(self.params):
             if p.grad is not None and tuple(p.grad.shape) != tuple(p.data.shape):
                 raise ValueError(f"{type(self).__name__}: gradient {index} has shape {tuple(p.grad.shape)}, "
                                  f"its parameter {tuple(p.data.shape)}")
         self.step_count += 1
-        for index, (p, state) in enumerate(zip(self.params, self.state)):
-            if p.grad is None:
-                continue
+        active = tuple(index for index, p in enumerate(self.params) if p.grad is not None)
+        flat = self._flat
+        if flat is None or flat.indices != active or any(self.params[i].data is not self._written[i] for i in active):
+            flat = self._flatten(active)
+        if flat is None:
+            self._step_each(active)
+            return
+        xp = flat.xp
+        grads = [xp.reshape(self.params[i].grad, (-1,)) for i in active]
+        grad = xp.astype(xp.concat(grads) if len(grads) > 1 else grads[0], flat.theta.dtype, copy=False)
+        flat.state["step"] += 1
+        flat.theta = self.update(xp, flat.theta, grad, flat.state)
+        for index, shape, (start, stop) in zip(active, flat.shapes, flat.bounds):
+            self.params[index].data = self._written[index] = xp.reshape(flat.theta[start:stop], shape)
+
+    def _flatten(self, active: tuple[int, ...]) -> "_Flat | None":
+        """The flat arrays for the parameters ``active`` (and their state), or None when they cannot share
+        them: different libraries, devices or dtypes, or states of different histories."""
+        self._unflatten()
+        if not active:
+            return None
+        params = [self.params[i].data for i in active]
+        try:
+            xp = array_api_compat.array_namespace(*params)
+        except TypeError:
+            return None
+        first = params[0]
+        if any(not same_place(p, first) or p.dtype != first.dtype for p in params):
+            return None
+        states = [self._state[i] for i in active]
+        names = {name for name in states[0] if name != "step"}
+        if len({state.get("step", 0) for state in states}) != 1 or any(set(state) - {"step"} != names
+                                                                       for state in states):
+            return None
+        for state, data in zip(states, params):
+            for name in names:
+                if not same_place(state[name], data):       # the model moved: its state follows
+                    state[name] = like(state[name], data)
+        sizes = [math.prod(p.shape) for p in params]
+        ends = list(itertools.accumulate(sizes))
+        theta = xp.concat([xp.reshape(p, (-1,)) for p in params]) if len(params) > 1 else xp.reshape(first, (-1,))
+        flat_state = {name: xp.concat([xp.reshape(state[name], (-1,)) for state in states]) for name in names}
+        for name in self.state_names:
+            if name not in flat_state:
+                flat_state[name] = xp.zeros_like(theta)
+        flat_state["step"] = states[0].get("step", 0)
+        for index in active:
+            self._namespaces[index] = xp
+        self._flat = _Flat(active, [tuple(p.shape) for p in params], list(zip([0] + ends[:-1], ends)), xp, theta,
+                           flat_state)
+        return self._flat
+
+    def _unflatten(self) -> None:
+        """Split the flat arrays of the last steps back into per-parameter state (views where the library has them)."""
+        flat, self._flat = self._flat, None
+        if flat is None:
+            return
+        for index, shape, (start, stop) in zip(flat.indices, flat.shapes, flat.bounds):
+            self._state[index] = {name: value if name == "step" else flat.xp.reshape(value[start:stop], shape)
+                                  for name, value in flat.state.items()}
+
+    def _step_each(self, active: tuple[int, ...]) -> None:
+        """The update of each parameter in ``active`` on its own (mixed devices or dtypes, or a parameter
+        without a gradient)."""
+        for index in active:
+            p, state = self.params[index], self._state[index]
             if p.data is not self._written[index]:      # first step, or the model moved or was reloaded
                 self._namespaces[index] = array_api_compat.array_namespace(p.data)
                 for name, value in state.items():
@@ -111,7 +210,6 @@ class Optimizer:
         for p, data in zip(self.params, datas):
             p.data, p.grad = data, None
         self.state, self.step_count = states, step_count
-        self._forget_places()
 
     @property
     def valid_state(self) -> tuple[str, ...]:
@@ -153,7 +251,6 @@ class Optimizer:
             setattr(self, name, tuple(value) if isinstance(value, list) else value)
         self.state = states
         self.step_count = int(saved.get("step", 0))
-        self._forget_places()
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
