@@ -42,6 +42,19 @@ def _check(owner: str, name: str, value: Any, low: float, high: float | None = N
     return float(value)
 
 
+def _joined(xp, arrays: list) -> Any:
+    """``arrays`` flattened into one 1-D array (a reshape, no copy, when there is only one)."""
+    flat = [xp.reshape(a, (-1,)) for a in arrays]
+    return flat[0] if len(flat) == 1 else xp.concat(flat)
+
+
+def _follow(state: dict[str, Any], data: Any) -> None:
+    """Move a parameter's state arrays to the parameter's library and device (after the model moved)."""
+    for name, value in state.items():
+        if name != "step" and not same_place(value, data):
+            state[name] = like(value, data)
+
+
 @dataclass
 class _Flat:
     """Parameters updated together: their indices, shapes and [start, stop) bounds in the flat arrays, the
@@ -123,8 +136,7 @@ class Optimizer:
             self._step_each(active)
             return
         xp = flat.xp
-        grads = [xp.reshape(self.params[i].grad, (-1,)) for i in active]
-        grad = xp.astype(xp.concat(grads) if len(grads) > 1 else grads[0], flat.theta.dtype, copy=False)
+        grad = xp.astype(_joined(xp, [self.params[i].grad for i in active]), flat.theta.dtype, copy=False)
         flat.state["step"] += 1
         flat.theta = self.update(xp, flat.theta, grad, flat.state)
         for index, shape, (start, stop) in zip(active, flat.shapes, flat.bounds):
@@ -150,13 +162,10 @@ class Optimizer:
                                                                        for state in states):
             return None
         for state, data in zip(states, params):
-            for name in names:
-                if not same_place(state[name], data):       # the model moved: its state follows
-                    state[name] = like(state[name], data)
-        sizes = [math.prod(p.shape) for p in params]
-        ends = list(itertools.accumulate(sizes))
-        theta = xp.concat([xp.reshape(p, (-1,)) for p in params]) if len(params) > 1 else xp.reshape(first, (-1,))
-        flat_state = {name: xp.concat([xp.reshape(state[name], (-1,)) for state in states]) for name in names}
+            _follow(state, data)
+        ends = list(itertools.accumulate(math.prod(p.shape) for p in params))
+        theta = _joined(xp, params)
+        flat_state = {name: _joined(xp, [state[name] for state in states]) for name in names}
         for name in self.state_names:
             if name not in flat_state:
                 flat_state[name] = xp.zeros_like(theta)
@@ -183,9 +192,7 @@ class Optimizer:
             p, state = self.params[index], self._state[index]
             if p.data is not self._written[index]:      # first step, or the model moved or was reloaded
                 self._namespaces[index] = array_api_compat.array_namespace(p.data)
-                for name, value in state.items():
-                    if name != "step" and not same_place(value, p.data):  # the state follows the parameter
-                        state[name] = like(value, p.data)
+                _follow(state, p.data)
             xp = self._namespaces[index]
             for name in self.state_names:
                 if name not in state:
