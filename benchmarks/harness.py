@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from xpcnn import config
 from xpcnn import functional as F
 from xpcnn import optim
 from xpcnn.backend import resolve, synchronize, to_backend, to_numpy
@@ -286,11 +287,15 @@ def readiness(torch) -> list[dict]:
             optimizer.step()
 
         step()
-        with Transfers() as transfers, KernelLaunches() as launches:
+        # the path a GPU takes (few_launches is "auto": on for GPUs), counted on CPU tensors
+        with Transfers() as transfers, KernelLaunches() as launches, config.using(few_launches="on"):
             step()
         batches = 60                                       # an epoch of 60 batches at fit's default log_every
         data_x, data_y = np.repeat(x, batches, axis=0), np.repeat(y, batches)
-        with Transfers() as fitting:
+        with Transfers() as fitting:                       # the data set fits on the device: copied once
+            model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=n, verbose=0)
+        # batches from the host, copied inline (torch's modes see one thread; the prefetch thread copies the same)
+        with Transfers() as host_fitting, config.using(device_data_bytes=1, prefetch_batches=0):
             model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=n, verbose=0)
         twin = torch_twin(builder(seed=0), torch, "cpu", torch.float32)
         twin_optimizer = torch.optim.Adam(twin.parameters(), foreach=True)
@@ -305,7 +310,8 @@ def readiness(torch) -> list[dict]:
         with KernelLaunches() as twin_launches:
             twin_step()
         rows.append({"model": name, "reads_per_step": transfers.reads, "reads_per_fit_batch": fitting.reads / batches,
-                     "writes_per_step": fitting.writes / batches, "launches_per_step": launches.count,
+                     "writes_per_fit_batch": fitting.writes / batches,
+                     "writes_per_fit_batch_host": host_fitting.writes / batches, "launches_per_step": launches.count,
                      "torch_launches_per_step": twin_launches.count,
                      "launch_ratio": launches.count / twin_launches.count,
                      "top_ops": dict(launches.by_op.most_common(8))})
@@ -336,11 +342,13 @@ def machine_info(backend, torch, device) -> dict:
 
 def readiness_markdown(rows: list[dict]) -> list[str]:
     lines = ["## GPU readiness (torch backend, counted with torch's dispatch modes)", "",
-             "| model | D2H reads / step | D2H reads / fit batch | H2D copies / step | kernel launches / step "
-             "| PyTorch's | ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | D2H reads / step | D2H reads / fit batch | H2D copies / fit batch, data on device "
+             "| H2D copies / fit batch, data on host | kernel launches / step | PyTorch's | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['reads_per_step']} | {r['reads_per_fit_batch']:.3f} | "
-                     f"{r['writes_per_step']:.0f} | {r['launches_per_step']} | {r['torch_launches_per_step']} | "
+                     f"{r['writes_per_fit_batch']:.3f} | {r['writes_per_fit_batch_host']:.0f} | "
+                     f"{r['launches_per_step']} | {r['torch_launches_per_step']} | "
                      f"{r['launch_ratio']:.1f} |")
     lines += ["", "Most frequent xpcnn kernels per step: " + "; ".join(
         f"{r['model']}: " + ", ".join(f"{op} {count}" for op, count in r["top_ops"].items()) for r in rows), ""]
@@ -425,7 +433,7 @@ def main(argv=None) -> int:
     ready = readiness(torch) if "readiness" in groups else None
     for row in ready or []:
         print(f"readiness {row['model']:14s} reads/step {row['reads_per_step']}  reads/fit batch "
-              f"{row['reads_per_fit_batch']:.3f}  copies/step {row['writes_per_step']:.0f}  launches/step "
+              f"{row['reads_per_fit_batch']:.3f}  copies/fit batch {row['writes_per_fit_batch']:.3f} (host data {row['writes_per_fit_batch_host']:.0f})  launches/step "
               f"{row['launches_per_step']} (PyTorch {row['torch_launches_per_step']}, ratio {row['launch_ratio']:.1f})")
     if overhead is not None:
         print(f"overhead batch-1 LeNet forward {overhead:.3f} ms")

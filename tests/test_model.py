@@ -46,11 +46,42 @@ def test_same_seed_same_model_same_gradients_on_every_backend(backend, name):
         assert_close(p.grad, grads_ref[key], backend, name=key)
 
 
-def test_dropout_masks_are_the_same_on_every_backend(backend):
+def test_host_dropout_masks_are_the_same_on_every_backend(backend):
     build = lambda b: xpcnn.Sequential([L.Flatten(), L.Dropout(0.5), L.Dense(12, 3)], seed=3, backend=b,
-                                       dtype="float64")
+                                       dtype="float64", dropout_rng="host")
     x = np.random.default_rng(0).standard_normal((4, 3, 2, 2))
     assert_close(build(backend)(x), to_numpy(build("numpy")(x)), backend)
+
+
+def _masks(backend, dropout_rng="device", seed=3, draws=2):
+    model = xpcnn.Sequential([L.Dropout(0.5)], seed=seed, backend=backend, dropout_rng=dropout_rng)
+    x = np.ones((6, 50), dtype=np.float32)
+    return [to_numpy(model(x)) != 0 for _ in range(draws)]
+
+
+def test_device_dropout_masks_are_reproducible_on_each_backend(backend):
+    first, second = _masks(backend), _masks(backend)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[1])                # each forward draws a new mask
+    assert 0.35 < first[0].mean() < 0.65
+    assert not np.array_equal(_masks(backend, seed=4)[0], first[0])
+
+
+def test_numpy_draws_the_same_masks_in_both_modes_and_libraries_draw_their_own():
+    device, host = _masks("numpy"), _masks("numpy", "host")
+    for a, b in zip(device, host):
+        np.testing.assert_array_equal(a, b)
+    pytest.importorskip("torch")
+    assert not np.array_equal(_masks("torch")[0], device[0])     # PyTorch's own generator
+    np.testing.assert_array_equal(_masks("torch", "host")[0], device[0])
+
+
+def test_dropout_rng_is_checked_and_kept_in_the_spec():
+    with pytest.raises(ValueError, match="dropout_rng must be 'device' or 'host', got 'gpu'"):
+        xpcnn.Sequential([L.Dropout(0.5)], dropout_rng="gpu")
+    model = xpcnn.Sequential([L.Dropout(0.5)], dropout_rng="host")
+    assert xpcnn.Sequential.from_spec(model.spec()).noise.host
 
 
 @pytest.mark.parametrize("name", BUILDERS)

@@ -49,7 +49,7 @@ class SavedRun:
     """A checkpoint file's contents as plain data (:func:`read`): the spec and state to rebuild or resume from."""
 
     path: pathlib.Path
-    spec: dict                 # {"dtype": ..., "layers": [{"type": ..., "config": {...}}, ...]}
+    spec: dict                 # {"dtype": ..., "dropout_rng": ..., "layers": [{"type": ..., "config": {...}}, ...]}
     model_state: dict          # the model's state_dict
     model_rng: dict
     training: bool
@@ -59,6 +59,7 @@ class SavedRun:
     metadata: dict
     optimizer: dict | None     # Optimizer.state_dict() form, or None
     scheduler: dict | None     # LRScheduler.state_dict() plus "config", or None
+    noise: dict | None = None  # the dropout RandomStream's state (None in files older than 0.2)
 
 
 def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None,
@@ -73,7 +74,7 @@ def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None
     arrays = {f"model.{key}": value for key, value in model.state_dict().items()}
     meta: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, **spec,
-        "model_rng": model.rng.bit_generator.state, "training": model.training,
+        "model_rng": model.rng.bit_generator.state, "noise": model.noise.state(), "training": model.training,
         "epoch": epoch, "history": history or {}, "data_rng": data_rng_state, "metadata": metadata or {},
     }
     if optimizer is not None:
@@ -133,11 +134,14 @@ def read(path: str | os.PathLike) -> SavedRun:
         optimizer = {**meta["optimizer"], "state": {key[len("optim."):]: value for key, value in arrays.items()
                                                     if key.startswith("optim.")}}
     try:
-        return SavedRun(path, {"dtype": meta["dtype"], "layers": meta["layers"]},
+        spec = {"dtype": meta["dtype"], "layers": meta["layers"]}
+        if "dropout_rng" in meta:
+            spec["dropout_rng"] = meta["dropout_rng"]
+        return SavedRun(path, spec,
                         {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")},
                         meta["model_rng"], bool(meta.get("training", True)), int(meta.get("epoch") or 0),
                         meta.get("history") or {}, meta.get("data_rng"), meta.get("metadata") or {},
-                        optimizer, meta.get("scheduler"))
+                        optimizer, meta.get("scheduler"), meta.get("noise"))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete: {exc}") from None
 

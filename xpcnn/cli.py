@@ -106,7 +106,7 @@ def _stretch_schedule(scheduler, epochs: int) -> str | None:
 
 def cmd_train(args) -> int:
     from . import optim
-    from .datasets import random_shift
+    from .datasets import RandomShift
     from .zoo import MODELS
     from .train import MetricsLogger, ModelCheckpoint
 
@@ -136,7 +136,7 @@ def cmd_train(args) -> int:
     print(f"training {settings['model']} on {settings['data']} ({len(x_train)} train / {len(x_test)} test images) "
           f"with backend {backend.name}, {settings['epochs']} epochs, batch {settings['batch_size']}, "
           f"{type(optimizer).__name__} lr {optimizer.lr:g}")
-    augment = None if args.no_augment else (lambda xb, rng: random_shift(xb, rng, 2))
+    augment = None if args.no_augment else RandomShift(2)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     callbacks = [ModelCheckpoint(checkpoint_path, metadata), MetricsLogger(out / "metrics.csv")]

@@ -10,6 +10,12 @@
 | ``conv_workspace_bytes`` | ``XPCNN_WORKSPACE_MB`` | 1 GiB | cap on one conv call's column buffer, on any device: a larger batch is processed in blocks of samples |
 | ``conv_block_bytes`` | ``XPCNN_CONV_BLOCK_MB`` | 4 MiB | on CPUs, the size of those blocks when the columns are not built whole |
 | ``conv_whole_bytes`` | - | 32 MiB | on CPUs, columns up to this size are built whole and kept for the backward pass (glibc's mmap ceiling) |
+| ``device_data_bytes`` | ``XPCNN_DEVICE_DATA_MB`` | 1 GiB | ``fit``/``evaluate`` copy a data set up to this size (in the model's dtype) to the device once and gather batches there |
+| ``few_launches`` | ``XPCNN_FEW_LAUNCHES`` | ``"auto"`` | ``"auto"``: ops take their few-launch forms on GPUs and array_api_strict (see ``backend.launch_bound``); ``"on"``/``"off"`` force them |
+| ``prefetch_batches`` | - | 2 | a larger data set (or a host-only ``augment`` function) is batched on the host by a background thread this many batches ahead of the step; 0 turns the thread off |
+
+On a CPU backend "the device" is main memory, so a data set under ``device_data_bytes`` costs at most one
+cast copy; on a GPU it is GPU memory, which the budget keeps within bounds (lower it for large models).
 
 A ``using`` block applies to the thread (or asyncio task) that enters it; ``set`` changes the default
 for every thread. This module imports nothing from xpcnn: it sits on the bottom floor beside ``backend``.
@@ -27,32 +33,45 @@ _MIB = 2**20
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The values in force; see the module's table. Every field is a positive number of bytes."""
+    """The values in force; see the module's table. Every field is a positive int (bytes, or a count),
+    except ``prefetch_batches`` (may be 0) and ``few_launches`` ("auto", "on" or "off")."""
 
     conv_workspace_bytes: int = 1024 * _MIB
     conv_block_bytes: int = 4 * _MIB
     conv_whole_bytes: int = 32 * _MIB
+    device_data_bytes: int = 1024 * _MIB
+    prefetch_batches: int = 2
+    few_launches: str = "auto"
 
-    def replaced(self, owner: str, **changes: int) -> "Config":
+    def replaced(self, owner: str, **changes) -> "Config":
         """A copy with ``changes``, each checked (a positive int, the name a field)."""
         names = {f.name for f in dataclasses.fields(self)}
         for name, value in changes.items():
             if name not in names:
                 raise TypeError(f"{owner}: unknown setting {name!r}; the settings are {', '.join(sorted(names))}")
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{owner}: {name} must be a positive number of bytes, got {value!r}")
+            if name == "few_launches":
+                if value not in ("auto", "on", "off"):
+                    raise ValueError(f"{owner}: few_launches must be 'auto', 'on' or 'off', got {value!r}")
+                continue
+            least = 0 if name == "prefetch_batches" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                what = "a count >= 0" if least == 0 else "a positive number of bytes"
+                raise ValueError(f"{owner}: {name} must be {what}, got {value!r}")
         return dataclasses.replace(self, **changes)
 
 
 def _from_environment() -> Config:
     changes = {}
-    for name, variable in (("conv_workspace_bytes", "XPCNN_WORKSPACE_MB"), ("conv_block_bytes", "XPCNN_CONV_BLOCK_MB")):
+    for name, variable in (("conv_workspace_bytes", "XPCNN_WORKSPACE_MB"), ("conv_block_bytes", "XPCNN_CONV_BLOCK_MB"),
+                           ("device_data_bytes", "XPCNN_DEVICE_DATA_MB")):
         text = os.environ.get(variable)
         if text:
             try:
                 changes[name] = int(float(text) * _MIB)
             except ValueError:
                 raise ValueError(f"${variable} must be a number of MiB, got {text!r}") from None
+    if os.environ.get("XPCNN_FEW_LAUNCHES"):
+        changes["few_launches"] = os.environ["XPCNN_FEW_LAUNCHES"].strip().lower()
     return Config().replaced("xpcnn.config (environment)", **changes)
 
 
@@ -66,7 +85,7 @@ def get() -> Config:
     return _default if scoped is None else scoped
 
 
-def set(**changes: int) -> Config:  # noqa: A001 - the natural name, as in set_backend
+def set(**changes) -> Config:  # noqa: A001 - the natural name, as in set_backend
     """Change the default settings (every thread without a ``using`` block); returns them."""
     global _default
     _default = _default.replaced("xpcnn.config.set", **changes)
@@ -74,7 +93,7 @@ def set(**changes: int) -> Config:  # noqa: A001 - the natural name, as in set_b
 
 
 @contextlib.contextmanager
-def using(**changes: int) -> Iterator[Config]:
+def using(**changes) -> Iterator[Config]:
     """``with xpcnn.config.using(conv_workspace_bytes=...):`` the settings changed for the block only."""
     token = _scoped.set(get().replaced("xpcnn.config.using", **changes))
     try:

@@ -15,7 +15,7 @@ import array_api_compat
 import numpy as np
 
 from . import checkpoint, checks, train
-from .backend import Backend, backend_of, resolve, to_backend, to_numpy
+from .backend import Backend, RandomStream, backend_of, resolve, to_backend, to_numpy
 from .layers import LAYER_TYPES
 from .layers.base import Layer, Parameter
 
@@ -27,21 +27,25 @@ class Sequential:
 
     ``Sequential(layers, backend=None, seed=None, dtype="float32")``: the parameters are drawn from
     ``numpy.random.default_rng(seed)`` on the host, then moved to ``backend`` (default: the current
-    backend), so one seed gives the same model on every backend. The same generator then draws
-    dropout masks.
+    backend), so one seed gives the same model on every backend. Dropout masks come from
+    ``model.noise``, a :class:`~xpcnn.backend.RandomStream` seeded by the same generator: drawn on the
+    model's device by its library (``dropout_rng="device"``, the default: reproducible per backend), or
+    on the host and copied (``dropout_rng="host"``: the same masks on every backend, one copy per draw).
 
     Inputs may be arrays of the model's backend, or NumPy arrays (moved to the model's backend and
     cast to its dtype). An array of another backend is refused: move it with ``xpcnn.to_backend``.
     """
 
     def __init__(self, layers: Iterable[Layer], backend: str | Backend | None = None, seed: int | None = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", dropout_rng: str = "device"):
         layers = list(layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {index} is a {type(layer).__name__}, not an xpcnn layer")
         if dtype not in _DTYPES:
             raise ValueError(f"Sequential: dtype must be one of {_DTYPES}, got {dtype!r}")
+        if dropout_rng not in ("device", "host"):
+            raise ValueError(f"Sequential: dropout_rng must be 'device' or 'host', got {dropout_rng!r}")
         self.layers = layers
         self.backend = resolve(backend)
         self.dtype = dtype
@@ -52,6 +56,9 @@ class Sequential:
         self._output: tuple | None = None          # the shape of the last forward pass's output
         for layer in layers:
             layer.build(self.backend, self.rng, dtype)
+        self.noise = RandomStream(int(self.rng.integers(2**63)), host=dropout_rng == "host")
+        for layer in layers:
+            layer.noise = self.noise
 
     # ------------------------------------------------------------------ running
     def __call__(self, x: Any) -> Any:
@@ -235,14 +242,14 @@ class Sequential:
             if LAYER_TYPES.get(type(layer).__name__) is not type(layer):
                 raise checkpoint.CheckpointError(f"save: layer {index} {layer!r} is not a built-in layer type "
                                                  "and cannot be saved")
-        return {"dtype": self.dtype,
+        return {"dtype": self.dtype, "dropout_rng": "host" if self.noise.host else "device",
                 "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]}
 
     @classmethod
     def from_spec(cls, spec: dict, backend: str | Backend | None = None) -> "Sequential":
         """A new model of the architecture ``spec`` (from :meth:`spec`), with freshly drawn parameters."""
         layers = [LAYER_TYPES[entry["type"]](**entry["config"]) for entry in spec["layers"]]
-        return cls(layers, backend=backend, dtype=spec["dtype"])
+        return cls(layers, backend=backend, dtype=spec["dtype"], dropout_rng=spec.get("dropout_rng", "device"))
 
     # ------------------------------------------------------------------ description
     def summary(self, input_shape: tuple) -> None:
@@ -288,6 +295,8 @@ def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = Non
     try:
         model = Sequential.from_spec(saved.spec, backend)
         model.rng.bit_generator.state = saved.model_rng
+        if saved.noise is not None:
+            model.noise.set_state(saved.noise)
     except (KeyError, TypeError, ValueError) as exc:
         raise checkpoint.CheckpointError(f"{saved.path}: the architecture in the checkpoint cannot be rebuilt: "
                                          f"{exc}") from None

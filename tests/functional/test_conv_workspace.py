@@ -43,7 +43,7 @@ def test_cpu_blocks_unless_the_columns_are_small_and_gpu_takes_the_workspace(mon
     assert conv_module._chunk_size(x, per_sample, whole) == whole                       # built at once
     assert conv_module._chunk_size(x, per_sample, whole + 1) == config.get().conv_block_bytes // per_sample
     assert conv_module._chunk_size(x, 10**12, 4) == 1
-    monkeypatch.setattr(conv_module, "_on_gpu", lambda array: True)
+    monkeypatch.setattr(conv_module, "on_gpu", lambda array: True)
     assert conv_module._chunk_size(x, per_sample, 10**6) == F.get_workspace_limit() // per_sample
 
 
@@ -121,7 +121,8 @@ def _lenet_like(backend, mode):
     from xpcnn import layers as L
     model = xpcnn.Sequential([L.Conv2D(1, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU(), L.MaxPool2D(2),
                               L.Conv2D(4, 8, 3, padding=1), L.ReLU(), L.AvgPool2D(2), L.Flatten(),
-                              L.Dropout(0.25), L.Dense(8 * 4 * 4, 10)], backend=backend, seed=0, dtype="float64")
+                              L.Dropout(0.25), L.Dense(8 * 4 * 4, 10)], backend=backend, seed=0, dtype="float64",
+                               dropout_rng="host")
     return getattr(model, mode)()
 
 

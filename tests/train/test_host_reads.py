@@ -74,14 +74,16 @@ def test_the_counter_counts():
     assert reads.reads == 7
 
 
-def test_a_training_step_copies_only_its_batch_and_dropout_masks_to_the_device():
-    """Host-to-device copies per fit step: x and y, plus (today) one mask per dropout layer in training."""
-    model = xpcnn.Sequential([L.Flatten(), L.Dropout(0.5), L.Dense(4, 3)], backend="torch", seed=0)
-    rng = np.random.default_rng(2)
-    x, y = rng.standard_normal((12, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 12)
+@pytest.mark.parametrize("dropout_rng", ["device", "host"])
+def test_dropout_masks_are_drawn_on_the_device_unless_asked_for_host_masks(dropout_rng):
+    """Host-to-device copies per step: none from dropout (the torch generator draws on the tensor's device);
+    with dropout_rng="host", one mask per dropout layer."""
+    model = xpcnn.Sequential([L.Flatten(), L.Dropout(0.5), L.Dense(4, 3)], backend="torch", seed=0,
+                             dropout_rng=dropout_rng)
+    x = xpcnn.to_backend(np.ones((4, 1, 2, 2), dtype=np.float32), "torch")
     with Transfers() as transfers:
-        model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.1), batch_size=4, verbose=0)
-    assert sorted(transfers.write_shapes) == sorted([(4, 1, 2, 2), (4,), (4, 4)] * 3)
+        model(x)
+    assert transfers.write_shapes == ([] if dropout_rng == "device" else [(4, 4)])
 
 
 def test_kernel_launches_are_counted_exactly_and_views_are_free():
@@ -94,3 +96,16 @@ def test_kernel_launches_are_counted_exactly_and_views_are_free():
         torch.cat([c, c])                  # one
         a.T.reshape(16)                    # a reshape that must copy: one (clone)
     assert launches.count == 4 and launches.by_op == {"mul": 1, "add_": 1, "cat": 1, "clone": 1}
+
+
+def test_fit_with_the_data_on_the_device_copies_nothing_per_step():
+    """x and y cross once per fit, the shuffled order (and shift offsets) once per epoch; no step copies."""
+    from xpcnn.datasets import RandomShift
+    model = xpcnn.Sequential([L.Flatten(), L.Dropout(0.5), L.Dense(4, 3)], backend="torch", seed=0)
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((12, 1, 2, 2)).astype(np.float32), rng.integers(0, 3, 12)
+    with Transfers() as transfers:
+        model.fit(x, y, optimizer=optim.SGD(model.parameters(), lr=0.1), batch_size=4, epochs=2, verbose=0,
+                  augment=RandomShift(1))
+    assert sorted(transfers.write_shapes) == sorted([(12, 1, 2, 2), (12,)] + [(12,), (12, 2)] * 2)
+    assert transfers.reads == 2                          # once at each epoch's end

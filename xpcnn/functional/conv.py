@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
+import array_api_extra as xpx
 
 from .. import checks, config
+from ..backend import launch_bound, on_gpu
 from . import _windows
 
 _OP = "conv2d"
@@ -57,20 +59,13 @@ def get_workspace_limit() -> int:
 # is faster blocked: 6.6 against 7.8 ms for 32->32 channels at 28x28, batch 32). GPUs take one block.
 
 
-def _on_gpu(x) -> bool:
-    if array_api_compat.is_cupy_array(x):
-        return True
-    device = array_api_compat.device(x)
-    return getattr(device, "type", None) == "cuda" or "gpu" in str(getattr(device, "platform", "")).lower()
-
-
 def _chunk_size(x, per_sample: int, n: int, keep_columns: bool = True) -> int:
     """Samples per block of a batch of ``n``: bounded by the workspace limit, and on CPUs by the block
     size unless the whole batch's columns are small enough to be built at once and kept for a
     backward pass (``keep_columns``)."""
     settings = config.get()
     workspace = settings.conv_workspace_bytes
-    if _on_gpu(x):
+    if on_gpu(x):
         return max(1, workspace // max(per_sample, 1))
     if keep_columns and per_sample * n <= min(workspace, settings.conv_whole_bytes):
         return n
@@ -165,8 +160,10 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
         y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_padded[block, ...], *geometry),
                                              weight_matrix, block.stop - block.start, out_hw, c_out, channel_major)
                        for block in _blocks(n, chunk)], axis=0)
-    if bias is not None:
-        # y is this call's own fresh product: added in place where arrays are mutable, rebound where not
+    if bias is not None and launch_bound(x):
+        y = y + bias                            # one broadcast add over the channels-last output
+    elif bias is not None:
+        # NumPy: y is this call's own fresh product, added in place along rows long enough for fast loops
         rows = _windows.wide_rows(y, xp)
         rows += _windows.per_channel(bias, out_hw[1], xp)
         y = xp.reshape(rows, (n, out_hw[0], out_hw[1], c_out))
@@ -220,9 +217,14 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     dy_nhwc = _windows.channels_last(dy, xp)
     db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias else None
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups, cache.channel_major)
-    weight_t = _weight_matrix_t(xp, cache.weight, groups) if need_dx else None
+    if not need_dx:
+        weight_t = None
+    elif launch_bound(dy):
+        weight_t = _flipped_weight_matrix(xp, cache.weight, groups)
+    else:
+        weight_t = _weight_matrix_t(xp, cache.weight, groups)
     if cache.cols is not None:
-        dw, dx_pad = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t)
+        dw, dx_nhwc = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t)
     else:
         dw, dx_blocks = None, []
         for block in _blocks(n, cache.chunk):
@@ -230,19 +232,19 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
             dw_block, dx_block = _backward_block(xp, dy_nhwc[block, ...], cols, cache, weight_t)
             dw = dw_block if dw is None else dw + dw_block
             dx_blocks.append(dx_block)
-        dx_pad = xp.concat(dx_blocks, axis=0) if need_dx else None
+        dx_nhwc = xp.concat(dx_blocks, axis=0) if need_dx else None
     dw = xp.reshape(dw, (groups, kh, kw, c_group, c_out // groups))
     dw = xp.reshape(xp.permute_dims(dw, (0, 4, 3, 1, 2)), (c_out, c_group, kh, kw))
     if not need_dx:
         return None, dw, db
-    dx = xp.permute_dims(_windows.crop_hw(dx_pad, cache.pads, (1, 2)), (0, 3, 1, 2))
-    return dx, dw, db
+    return xp.permute_dims(dx_nhwc, (0, 3, 1, 2)), dw, db
 
 
 def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
-    """dW (G, K*Cg, Cout/G) and the padded NHWC input gradient for one batch block.
+    """dW (G, K*Cg, Cout/G) and the NHWC input gradient for one batch block.
 
-    ``weight_t`` is _weight_matrix_t of the weight, or None when no input gradient is wanted.
+    ``weight_t`` is _weight_matrix_t of the weight (NumPy), _flipped_weight_matrix (launch-bound
+    libraries), or None when no input gradient is wanted.
     """
     n, oh, ow, c_out = dy_nhwc.shape
     c_in = cache.x_shape[1]
@@ -256,6 +258,8 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
         dw = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)), dy_groups)                 # (G, K*Cg, Cout/G)
     if weight_t is None:
         return dw, None
+    if launch_bound(dy_nhwc):
+        return dw, _input_gradient_one_product(xp, dy_nhwc, weight_t, cache)
     # δ_prev: for each kernel offset k, δ @ W_k^T is that offset's contribution, added into its strided
     # slice of the padded input gradient (col2im without materialising all kH*kW column blocks at once).
     top, bottom, left, right = cache.pads
@@ -266,7 +270,43 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
         part = _group_matmul(xp, dy_groups, weight_t[:, :, k * c_group:(k + 1) * c_group])  # (G, M, Cg)
         part = xp.reshape(xp.permute_dims(part, (1, 0, 2)), (n, oh, ow, c_in))
         dx_pad = _windows.accumulate(dx_pad, (slice(None), rows, cols_slice, slice(None)), part)
-    return dw, dx_pad
+    return dw, _windows.crop_hw(dx_pad, cache.pads, (1, 2))
+
+
+def _input_gradient_one_product(xp, dy_nhwc, flipped, cache: Conv2dCache):
+    """δ_prev = pad(δ) ∗ rot180(W) as one im2col and one matrix product (launch-bound libraries).
+
+    δ is spread to the input's stride (zeros between its rows and columns when stride > 1), padded by the
+    kernel's reach, and correlated with the flipped kernel over exactly the unpadded input positions:
+    the forward convolution's own machinery with input and output channels swapped.
+    """
+    n, oh, ow, c_out = dy_nhwc.shape
+    (sh, sw), (dh, dw), groups = cache.stride, cache.dilation, cache.groups
+    _, _, kh, kw = cache.weight.shape
+    h, w = cache.x_shape[2], cache.x_shape[3]
+    top, bottom, left, right = cache.pads
+    spread = dy_nhwc
+    if (sh, sw) != (1, 1):
+        spread = xp.zeros((n, (oh - 1) * sh + 1, (ow - 1) * sw + 1, c_out), dtype=dy_nhwc.dtype,
+                          device=array_api_compat.device(dy_nhwc))
+        spread = xpx.at(spread)[:, ::sh, ::sw, :].set(dy_nhwc)
+    reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
+    # padded-input rows past the last window get no gradient: pad δ to the padded input's full extent
+    extra_h = h + top + bottom - (spread.shape[1] + reach_h)
+    extra_w = w + left + right - (spread.shape[2] + reach_w)
+    full = _windows.pad_hw(spread, (reach_h, reach_h + extra_h, reach_w, reach_w + extra_w), (1, 2))
+    view = full[:, top:top + h + reach_h, left:left + w + reach_w, :]          # only the unpadded positions
+    cols = _im2col(xp, view, (kh, kw), (1, 1), (dh, dw), (h, w), groups)        # (G, N*H*W, K*Cout/G)
+    dx = _group_matmul(xp, cols, flipped)                                       # (G, N*H*W, Cg)
+    return xp.reshape(xp.permute_dims(dx, (1, 0, 2)), (n, h, w, cache.x_shape[1]))
+
+
+def _flipped_weight_matrix(xp, weight, groups):
+    """rot180(W) with input and output channels swapped, as (G, kH*kW*Cout/G, Cg): the weight matrix of
+    the input gradient's correlation, matching _im2col's (offset, channel) column order."""
+    c_out, c_group, kh, kw = weight.shape
+    w = xp.flip(xp.reshape(weight, (groups, c_out // groups, c_group, kh, kw)), axis=(3, 4))
+    return xp.reshape(xp.permute_dims(w, (0, 3, 4, 1, 2)), (groups, kh * kw * (c_out // groups), c_group))
 
 
 def _im2col(xp, x_padded, kernel, stride, dilation, out_hw, groups, channel_major=False):

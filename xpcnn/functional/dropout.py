@@ -7,7 +7,8 @@ from .. import checks
 
 
 def dropout_forward(x, keep_mask, p: float):
-    """Inverted dropout with a given 0/1 ``keep_mask`` of x's shape (drawn by the caller). Returns ``(y, cache)``."""
+    """Inverted dropout with a given 0/1 ``keep_mask`` of x's shape (bool or float, drawn by the caller).
+    Returns ``(y, cache)``."""
     if checks.is_trusted():
         xp = array_api_compat.array_namespace(x)
     else:
@@ -18,7 +19,7 @@ def dropout_forward(x, keep_mask, p: float):
         if tuple(keep_mask.shape) != tuple(x.shape):
             raise ValueError(f"dropout: keep_mask must have the shape of x {tuple(x.shape)}, "
                              f"got {tuple(keep_mask.shape)}")
-    scaled = xp.astype(keep_mask, x.dtype) * (1.0 / (1.0 - p))
+    scaled = xp.astype(keep_mask, x.dtype, copy=False) * (1.0 / (1.0 - p))    # no copy for a float mask
     return x * scaled, scaled
 
 

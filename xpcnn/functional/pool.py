@@ -14,6 +14,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks
+from ..backend import launch_bound
 from . import _windows
 
 
@@ -24,7 +25,7 @@ class PoolCache:
     stride: tuple
     pads: tuple
     out_hw: tuple
-    argmax: Any = None      # max pooling: (N, OH, OW, C) window index of each maximum, channels-last
+    argmax: Any = None      # max pooling: (N, OH, OW, C) window index of each maximum (row-major), channels-last
     divisor: Any = None     # average pooling: window sizes, a float or (1, OH, OW, 1)
 
 
@@ -59,6 +60,13 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     # the windows are taken channels-last (a view for the conv, activation and pooling outputs, which
     # are laid out so): every pass then runs over contiguous runs of C values
     x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2), value=float(xp.finfo(x.dtype).min))
+    if launch_bound(x):
+        # three launches: the windows stacked (N, OH, OW, C, K), their maximum and its first index
+        # (reduced over the last, contiguous axis: PyTorch's CPU argmax over a leading axis is 20x slower)
+        windows = xp.stack([x_pad[:, rows, cols, :] for _, rows, cols in
+                            _windows.offsets(kernel, stride, (1, 1), out_hw)], axis=-1)
+        y, argmax = xp.max(windows, axis=-1), xp.argmax(windows, axis=-1)
+        return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
     index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
     y = argmax = None
     for k, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
@@ -80,6 +88,12 @@ def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
     xp = _dy_namespace("max_pool2d_backward", dy, cache.argmax, cache)
     dy, argmax = _windows.channels_last(dy, xp), cache.argmax
+    if launch_bound(dy):
+        # one comparison against every window index at once and one select: (N, OH, OW, C, K) contributions
+        k = cache.kernel[0] * cache.kernel[1]
+        indices = xp.arange(k, dtype=argmax.dtype, device=array_api_compat.device(dy))
+        routed = xp.where(argmax[..., None] == indices, dy[..., None], 0.0)
+        return _fold(xp, dy, cache, lambda index: routed[..., index], stacked=routed)
 
     def routed(k):
         return dy * xp.astype(argmax == k, dy.dtype)
@@ -127,15 +141,23 @@ def _dy_namespace(op, dy, like, cache):
     return checks.backward_namespace(op, dy, like, (cache.x_shape[0], cache.x_shape[1], *cache.out_hw))
 
 
-def _fold(xp, dy_nhwc, cache, contribution):
+def _fold(xp, dy_nhwc, cache, contribution, stacked=None):
     """col2im: add each kernel offset's (N, OH, OW, C) contribution into a padded channels-last dx,
     crop the padding, and return it as an (N, C, H, W) view.
+
+    ``stacked``, every contribution at once (N, OH, OW, C, K), lets windows that tile the padded input
+    exactly (stride = kernel, no remainder) be placed by one transposing copy instead of K writes.
 
     Channels-last is the memory order that conv outputs and their activations have too: elementwise
     products of arrays in one order avoid NumPy's slow mixed-order iteration.
     """
     n, c, h, w = cache.x_shape
     top, bottom, left, right = cache.pads
+    (kh, kw), (oh, ow) = cache.kernel, cache.out_hw
+    if stacked is not None and cache.stride == cache.kernel and (oh * kh, ow * kw) == (h + top + bottom, w + left + right):
+        tiles = xp.permute_dims(xp.reshape(stacked, (n, oh, ow, c, kh, kw)), (0, 1, 4, 2, 5, 3))
+        dx = xp.reshape(tiles, (n, oh * kh, ow * kw, c))
+        return xp.permute_dims(_windows.crop_hw(dx, cache.pads, (1, 2)), (0, 3, 1, 2))
     dx = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=dy_nhwc.dtype,
                   device=array_api_compat.device(dy_nhwc))
     disjoint = cache.stride[0] >= cache.kernel[0] and cache.stride[1] >= cache.kernel[1]

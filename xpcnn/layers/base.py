@@ -42,6 +42,7 @@ class Layer:
         self.cache: Any = None
         self.built = False
         self.rng: np.random.Generator | None = None
+        self.noise = None          # the model's RandomStream (dropout masks), set by Sequential
 
     # ------------------------------------------------------------------ construction
     def init_parameters(self, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -1,17 +1,16 @@
 """Dropout: a random keep-mask per forward pass in training, the identity in evaluation."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import functional as F
-from ..backend import like
+from ..backend import RandomStream
 from .base import Layer
 
 
 class Dropout(Layer):
     """Inverted dropout: in training each value is kept with probability 1 - p and scaled by 1/(1-p);
-    in evaluation it is the identity. Masks come from the model's host RNG, so a seed gives
-    the same masks on every backend."""
+    in evaluation it is the identity. Masks are drawn on the input's device by the model's
+    :class:`~xpcnn.backend.RandomStream` (``Sequential(..., dropout_rng="host")`` draws them on the host
+    instead, identical on every backend); a seed gives the same masks on every run of one backend."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
@@ -24,8 +23,10 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             self.cache = None
             return x
-        keep = self.rng.random(tuple(x.shape), dtype=np.float32) >= self.p
-        y, self.cache = F.dropout_forward(x, like(keep, x), self.p)
+        if self.noise is None:                 # a Dropout used on its own: a stream from its build generator
+            self.noise = RandomStream(int(self.rng.integers(2**63)))
+        keep = self.noise.keep_mask(tuple(x.shape), self.p, x)
+        y, self.cache = F.dropout_forward(x, keep, self.p)
         return y
 
     def backward(self, dy, need_dx=True):

@@ -28,13 +28,14 @@ def trace(model, x, y, *, optimizer=None, lr: float = 0.1, loss: str = "cross_en
     (dropout masks) and the optimizer's state are restored, so a traced run trains exactly as an
     untraced one. The gradients are left as computed, to be inspected (a training step zeroes them first).
     """
-    saved_state, saved_rng = model.state_dict(), model.rng.bit_generator.state
+    saved_state, saved_rng, saved_noise = model.state_dict(), model.rng.bit_generator.state, model.noise.state()
     try:
         return _trace(model, x, y, optimizer, lr, loss, max_full)
     finally:
         grads = [p.grad for p in model.parameters()]
         model.load_state_dict(saved_state)              # load_state_dict clears the gradients
         model.rng.bit_generator.state = saved_rng
+        model.noise.set_state(saved_noise)
         for param, grad in zip(model.parameters(), grads):
             param.grad = grad
 

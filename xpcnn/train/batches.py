@@ -1,21 +1,44 @@
-"""Batches for the training loop: host arrays in, arrays of the model's backend out, one transfer per batch."""
+"""Batches for the training loop: host arrays in, arrays of the model's backend out.
+
+Two ways to feed a step, chosen by :func:`feed`:
+
+- **On the device**: a data set under ``config.device_data_bytes`` is copied to the model's device once;
+  each epoch moves one index array (and one array of augmentation offsets) there, and every batch is
+  gathered on the device with ``xp.take``. A step then copies nothing from the host.
+- **From the host, prefetched**: otherwise (or when ``augment`` is a host-only function) batches are
+  gathered, augmented and copied on the host by a background thread ``config.prefetch_batches`` ahead of
+  the step, so the copy overlaps the step instead of stalling it.
+
+Both draw the same permutation and augmentation offsets from the same host generator in the same order,
+so the batches are identical whichever way they come, and on every backend.
+"""
 from __future__ import annotations
 
-from typing import Any, Iterator
+import queue
+import threading
+from typing import Any, Iterable, Iterator
 
+import array_api_compat
 import numpy as np
 
+from .. import config
 from ..backend import Backend, resolve, to_backend
 from ..checks import positive_int
+
+
+def _draws_offsets(augment) -> bool:
+    """Whether ``augment`` is a transform that draws per epoch and applies on any namespace (RandomShift)."""
+    return callable(getattr(augment, "draw", None)) and callable(getattr(augment, "apply", None))
 
 
 def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: str | Backend | None = None,
             dtype: str = "float32", shuffle: bool = False, rng: np.random.Generator | None = None,
             augment=None) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(x_batch, y_batch)`` on ``backend``; each batch is moved once (never per sample).
+    """Yield ``(x_batch, y_batch)`` on ``backend``, gathered on the host; each batch is moved once.
 
-    Shuffling and ``augment(x_batch, rng)`` happen on the host with ``rng``, so a seed gives the
-    same batches on every backend.
+    Shuffling and augmentation happen on the host with ``rng``, so a seed gives the same batches on
+    every backend. ``augment`` is a function ``augment(x_batch, rng)`` (called per batch) or a transform
+    with ``draw``/``apply`` such as :class:`xpcnn.datasets.RandomShift` (offsets drawn once per epoch).
     """
     positive_int("batches", "batch_size", batch_size)
     if y is not None and len(y) != len(x):
@@ -23,10 +46,128 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: st
     target = resolve(backend)
     rng = rng if rng is not None else np.random.default_rng()
     order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
+    offsets = augment.draw(rng, len(x)) if _draws_offsets(augment) else None
     for start in range(0, len(x), batch_size):
         index = order[start:start + batch_size]
         xb = x[index]
-        if augment is not None:
+        if offsets is not None:
+            xb = augment.apply(xb, offsets[start:start + batch_size])
+        elif augment is not None:
             xb = augment(xb, rng)
         yb = None if y is None else to_backend(np.ascontiguousarray(y[index]), target)
         yield to_backend(np.ascontiguousarray(xb), target, dtype=dtype), yb
+
+
+class DeviceData:
+    """A data set copied to a backend's device once; :meth:`batches` gathers each batch there."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, backend: str | Backend | None, dtype: str):
+        self.backend = resolve(backend)
+        self.x = to_backend(np.ascontiguousarray(x), self.backend, dtype=dtype)
+        self.y = None if y is None else to_backend(np.ascontiguousarray(y), self.backend)
+        self.n = len(x)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, rng: np.random.Generator | None = None,
+                augment=None) -> Iterator[tuple[Any, Any]]:
+        """The batches :func:`batches` yields for the same arguments, gathered on the device: per epoch one
+        index array and one offset array cross from the host, per batch nothing."""
+        positive_int("batches", "batch_size", batch_size)
+        if augment is not None and not _draws_offsets(augment):
+            raise TypeError(f"DeviceData.batches: augment must draw and apply on the device (such as "
+                            f"RandomShift), got {augment!r}")
+        xp = array_api_compat.array_namespace(self.x)
+        rng = rng if rng is not None else np.random.default_rng()
+        order = to_backend(rng.permutation(self.n), self.backend) if shuffle else None
+        offsets = to_backend(augment.draw(rng, self.n), self.backend) if augment is not None else None
+        for start in range(0, self.n, batch_size):
+            stop = min(start + batch_size, self.n)
+            if order is None:
+                xb = self.x[start:stop, ...]
+                yb = None if self.y is None else self.y[start:stop, ...]
+            else:
+                index = order[start:stop]
+                xb = xp.take(self.x, index, axis=0)
+                yb = None if self.y is None else xp.take(self.y, index, axis=0)
+            if offsets is not None:
+                xb = augment.apply(xb, offsets[start:stop, ...])
+            yield xb, yb
+
+
+def fits_on_device(x: np.ndarray, y: np.ndarray | None, dtype: str) -> bool:
+    """Whether ``x`` (in ``dtype``) and ``y`` fit in ``config.device_data_bytes``."""
+    size = x.size * np.dtype(dtype).itemsize + (0 if y is None else np.asarray(y).nbytes)
+    return size <= config.get().device_data_bytes
+
+
+def feed(x: np.ndarray, y: np.ndarray | None, *, backend: Backend, dtype: str, augment=None):
+    """What the loop draws batches from: a :class:`DeviceData` when the set fits on the device (and
+    ``augment`` can run there), else a :class:`HostFeed` that prefetches host batches."""
+    if (augment is None or _draws_offsets(augment)) and fits_on_device(x, y, dtype):
+        return DeviceData(x, y, backend, dtype)
+    return HostFeed(x, y, backend, dtype)
+
+
+class HostFeed:
+    """Batches gathered on the host and copied by a background thread ahead of the step."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, backend: Backend, dtype: str):
+        self.x, self.y, self.backend, self.dtype = x, y, backend, dtype
+        self.n = len(x)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, rng: np.random.Generator | None = None,
+                augment=None) -> Iterator[tuple[Any, Any]]:
+        return prefetched(batches(self.x, self.y, batch_size, backend=self.backend, dtype=self.dtype,
+                                  shuffle=shuffle, rng=rng, augment=augment), config.get().prefetch_batches)
+
+
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def prefetched(items: Iterable, depth: int) -> Iterator:
+    """Yield ``items`` in order, produced by a background thread up to ``depth`` items ahead (0: inline).
+
+    An error in the producer is raised here, at the item where it happened; a consumer that stops early
+    stops the thread before this generator closes.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised in its thread
+            put(_Failed(exc))
+
+    worker = threading.Thread(target=produce, name="xpcnn-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()

@@ -30,7 +30,7 @@ from ..backend import device_copy, to_numpy
 from ..callbacks import Callback, EpochPrinter
 from ..checks import positive_int
 from ..optim import LRScheduler, Optimizer
-from .batches import batches
+from .batches import batches, feed
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.softmax_cross_entropy, "mse": F.mse_loss}
 
@@ -165,7 +165,13 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
     ``verbose=0`` prints nothing.
 
     ``epochs`` counts from the start of training, so resuming a checkpoint saved after epoch 2
-    with ``epochs=4`` trains epochs 3 and 4. ``augment(x_batch, rng)`` transforms host batches.
+    with ``epochs=4`` trains epochs 3 and 4. ``augment`` is a function ``augment(x_batch, rng)`` of host
+    batches, or a transform such as :class:`xpcnn.datasets.RandomShift` that also runs on the device.
+
+    Data: a training set under ``xpcnn.config``'s ``device_data_bytes`` (1 GiB) is copied to the model's
+    device once and batches are gathered there (a step copies nothing from the host); a larger one, or
+    one with a host-only ``augment`` function, is batched on the host by a thread running
+    ``prefetch_batches`` ahead. Both give the same batches (see :mod:`xpcnn.train.batches`).
 
     No training step reads device memory: the running loss and correct count stay on the device
     and are read together, in one transfer, every ``log_every`` steps and at the end of each epoch
@@ -199,6 +205,9 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
     for callback in callbacks:
         callback.on_train_begin(trainer)
     step_loss = _batch_loss(loss_fn)
+    data = feed(x, y, backend=model.backend, dtype=model.dtype, augment=augment)
+    if validation_data is not None:
+        validation_data = feed(*validation_data, backend=model.backend, dtype=model.dtype)
     model.train()
     for epoch in range(start_epoch + 1, epochs + 1):
         if optimizer.lr == 0:
@@ -209,8 +218,7 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         bar = _progress(progress and verbose, len(x), f"epoch {epoch}/{epochs}")
         started = time.perf_counter()
         sums = _RunningSums()
-        for index, (xb, yb) in enumerate(batches(x, y, batch_size, backend=model.backend, dtype=model.dtype,
-                                                  shuffle=shuffle, rng=rng, augment=augment)):
+        for index, (xb, yb) in enumerate(data.batches(batch_size, shuffle=shuffle, rng=rng, augment=augment)):
             logits = model(xb)
             batch_loss, dlogits = step_loss(logits, yb)
             model.zero_grad()
@@ -239,7 +247,7 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         if accuracy is not None:
             logs["accuracy"] = accuracy
         if validation_data is not None:
-            scores = evaluate(model, *validation_data, loss=loss_fn, batch_size=max(batch_size, 256))
+            scores = _evaluate(model, validation_data, loss_fn, max(batch_size, 256))
             logs.update({f"val_{k}": v for k, v in scores.items()})
         logs.update(lr=optimizer.lr, seconds=seconds, images_per_s=seen / max(seconds, 1e-9))
         if scheduler is not None:
@@ -299,18 +307,22 @@ def _resume(model, optimizer, scheduler, rng, resume):
     """Load the state of a Checkpoint object or a checkpoint file into this run; returns (epoch, History)."""
     if isinstance(resume, ckpt.Checkpoint):
         model_state, model_rng = resume.model.state_dict(), resume.model.rng.bit_generator.state
+        noise = resume.model.noise.state()
         optimizer_state = None if resume.optimizer is None else resume.optimizer.state_dict()
         scheduler_state = None if resume.scheduler is None else resume.scheduler.state_dict()
         epoch, history, data_rng = resume.epoch, resume.history, resume.data_rng_state
     else:
         saved = ckpt.read(resume)
         model_state, model_rng, optimizer_state = saved.model_state, saved.model_rng, saved.optimizer
+        noise = saved.noise
         scheduler_state, epoch, history, data_rng = saved.scheduler, saved.epoch, saved.history, saved.data_rng_state
     try:
         model.load_state_dict(model_state)
     except ValueError as exc:
         raise ckpt.CheckpointError(f"fit: the checkpoint does not fit this model: {exc}") from None
     model.rng.bit_generator.state = model_rng
+    if noise is not None:
+        model.noise.set_state(noise)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     if scheduler is not None and scheduler_state is not None:
@@ -325,11 +337,16 @@ def evaluate(model, x, y, *, loss: str | Callable = "cross_entropy", batch_size:
     device and are read once, at the end."""
     loss_fn = _loss_function(loss)
     x, y = _check_data("evaluate", x, y)
+    positive_int("evaluate", "batch_size", batch_size)
     _check_targets("evaluate", model, x, y, loss_fn)
+    return _evaluate(model, feed(x, y, backend=model.backend, dtype=model.dtype), loss_fn, batch_size)
+
+
+def _evaluate(model, data, loss_fn: Callable, batch_size: int) -> dict:
     batch_loss_fn = _batch_loss(loss_fn)
     sums = _RunningSums()
     with model.evaluating():
-        for xb, yb in batches(x, y, batch_size, backend=model.backend, dtype=model.dtype):
+        for xb, yb in data.batches(batch_size):
             logits = model(xb)
             batch_loss, _ = batch_loss_fn(logits, yb)
             sums.add(batch_loss, _accuracy_count(logits, yb), int(xb.shape[0]))
