@@ -17,27 +17,35 @@ import numpy as np
 from . import checkpoint, checks, train
 from .backend import Backend, RandomStream, backend_of, resolve, to_backend, to_numpy
 from .layers import LAYER_TYPES
-from .layers.base import Layer, Parameter
+from .layers.base import Layer, Parameter, layer_spec
 
 _DTYPES = ("float32", "float64")
 
 
-class Sequential:
-    """A feed-forward stack of layers on one backend.
+class Sequential(Layer):
+    """A feed-forward stack of layers on one backend; itself a layer, so it nests inside another.
 
-    ``Sequential(layers, backend=None, seed=None, dtype="float32")``: the parameters are drawn from
-    ``numpy.random.default_rng(seed)`` on the host, then moved to ``backend`` (default: the current
-    backend), so one seed gives the same model on every backend. Dropout masks come from
-    ``model.noise``, a :class:`~xpcnn.backend.RandomStream` seeded by the same generator: drawn on the
-    model's device by its library (``dropout_rng="device"``, the default: reproducible per backend), or
-    on the host and copied (``dropout_rng="host"``: the same masks on every backend, one copy per draw).
+    ``Sequential(layers, backend=None, seed=None, dtype="float32", dropout_rng="device", input_shape=None)``:
+    the parameters are drawn from ``numpy.random.default_rng(seed)`` on the host, in layer order, then
+    moved to ``backend`` (default: the current backend), so one seed gives the same model on every
+    backend. Layers whose input size is inferred (``Dense(10)``, ``Conv2D(32, 3)``) learn it from
+    ``input_shape`` (without the batch axis: ``(1, 28, 28)``), from :meth:`build`, or from the first batch;
+    every parameter is drawn only when the whole model knows its sizes, so a lazy model and its explicit
+    twin get the same weights from one seed. A Sequential inside another takes the outer one's backend,
+    dtype and generator; its state-dict keys nest as torch.nn.Sequential's do (``"2.0.weight"``).
+
+    Dropout masks come from ``model.noise``, a :class:`~xpcnn.backend.RandomStream` seeded by the same
+    generator: drawn on the model's device by its library (``dropout_rng="device"``, the default:
+    reproducible per backend), or on the host and copied (``dropout_rng="host"``: the same masks on
+    every backend, one copy per draw).
 
     Inputs may be arrays of the model's backend, or NumPy arrays (moved to the model's backend and
     cast to its dtype). An array of another backend is refused: move it with ``xpcnn.to_backend``.
     """
 
     def __init__(self, layers: Iterable[Layer], backend: str | Backend | None = None, seed: int | None = None,
-                 dtype: str = "float32", dropout_rng: str = "device"):
+                 dtype: str = "float32", dropout_rng: str = "device", input_shape: tuple | None = None):
+        super().__init__()
         layers = list(layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -51,14 +59,67 @@ class Sequential:
         self.dtype = dtype
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.training = True
+        self.dropout_rng = dropout_rng
+        self.noise = None
+        self.input_shape: tuple | None = None
         self._checked_shapes: dict[tuple, tuple] = {}
         self._output: tuple | None = None          # the shape of the last forward pass's output
-        for layer in layers:
-            layer.build(self.backend, self.rng, dtype)
-        self.noise = RandomStream(int(self.rng.integers(2**63)), host=dropout_rng == "host")
-        for layer in layers:
-            layer.noise = self.noise
+        if input_shape is not None:
+            self.build(input_shape)
+        elif not self.missing_sizes():
+            self._draw()
+
+    # ------------------------------------------------------------------ building
+    def children(self):
+        return [(str(index), layer) for index, layer in enumerate(self.layers)]
+
+    def missing_sizes(self) -> list[str]:
+        return [f"layer {index} {layer!r}: {size}" for index, layer in enumerate(self.layers)
+                for size in layer.missing_sizes()]
+
+    def build(self, input_shape=None, rng=None, dtype=None) -> "Sequential":
+        """``model.build(input_shape)`` (Keras' form, without the batch axis): infer every layer's sizes
+        for that input and draw the parameters. Inside another Sequential, ``build(backend, rng, dtype)``
+        is the layer protocol: the outer model's backend, generator and dtype replace this one's."""
+        if isinstance(input_shape, (tuple, list)):
+            shape = self._batch_shape(input_shape)
+            self.infer(shape)
+            self.input_shape = shape[1:]
+            self._draw()
+            return self
+        self.backend, self.rng, self.dtype = resolve(input_shape), rng if rng is not None else self.rng, dtype or self.dtype
+        for layer in self.layers:
+            layer.build(self.backend, self.rng, self.dtype)
+        self.built = True
+        return self
+
+    def _batch_shape(self, input_shape) -> tuple:
+        shape = tuple(input_shape)
+        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+            raise ValueError(f"Sequential: input_shape must be positive ints without the batch axis, such as "
+                             f"(1, 28, 28), got {input_shape!r}")
+        return (1,) + shape
+
+    def infer(self, input_shape):
+        shape = tuple(int(s) for s in input_shape)
+        for index, layer in enumerate(self.layers):
+            try:
+                shape = layer.infer(shape)
+            except ValueError as exc:
+                raise ValueError(f"layer {index}: {exc}") from None
+        return shape
+
+    def _draw(self) -> None:
+        """Draw every parameter in layer order, then the dropout stream's seed (a top-level model)."""
+        self.build(self.backend, self.rng, self.dtype)
+        self.noise = RandomStream(int(self.rng.integers(2**63)), host=self.dropout_rng == "host")
+        self.set_noise(self.noise)
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise RuntimeError(f"Sequential: {what} needs the parameters, but some sizes are inferred from the input "
+                               f"and not known yet ({'; '.join(self.missing_sizes())}); pass input_shape=(C, H, W) "
+                               "to Sequential, call model.build((C, H, W)), or run a batch through the model first")
 
     # ------------------------------------------------------------------ running
     def __call__(self, x: Any) -> Any:
@@ -66,32 +127,42 @@ class Sequential:
 
     def forward(self, x: Any) -> Any:
         """Run every layer in order; the shapes are checked for the whole stack before any layer runs."""
+        if checks.is_trusted():                 # inside an outer model, which checked the shapes
+            for layer in self.layers:
+                x = layer.forward(x)
+            return x
         x = self.prepare_input(x)
         if x.ndim == 0 or x.shape[0] == 0:
             raise ValueError(f"Sequential: x is an empty batch, shape {tuple(x.shape)}; pass at least one sample")
+        if not self.built:
+            self.build(tuple(int(s) for s in x.shape[1:]))
         self._output = self.output_shape(tuple(x.shape))
         with checks.trusted():                  # each layer and op trusts the shapes checked above
             for layer in self.layers:
                 x = layer.forward(x)
         return x
 
-    def backward(self, dy: Any, input_grad: bool = True) -> Any:
+    def backward(self, dy: Any, input_grad: bool = True, *, need_dx: bool | None = None) -> Any:
         """Backpropagate dL/dy through the layers in reverse; parameter gradients are added to ``.grad``.
 
         Returns dL/dx, or None with ``input_grad=False`` (the first layer then skips its input gradient).
         """
+        input_grad = input_grad if need_dx is None else need_dx
+        last = len(self.layers) - 1
+        if checks.is_trusted():
+            for index in range(last, -1, -1):
+                dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
+            return dy if input_grad else None
         dy = self.prepare_input(dy, name="dy")
         if self._output is None:
             raise ValueError("Sequential: backward needs a forward pass first")
         if tuple(dy.shape) != self._output:
             raise ValueError(f"Sequential: dy must have the shape of the last output {self._output}, "
                              f"got {tuple(dy.shape)}")
-        last = len(self.layers) - 1
         with checks.trusted():
             for index in range(last, -1, -1):
                 dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
         return dy if input_grad else None
-
     def prepare_input(self, x: Any, name: str = "x") -> Any:
         """Move a host (NumPy) array to the model's backend and dtype; refuse another backend's array."""
         if isinstance(x, (list, tuple)):
@@ -137,12 +208,30 @@ class Sequential:
         self._checked_shapes[input_shape] = shape
         return shape
 
-    # ------------------------------------------------------------------ parameters and modes
+    # ------------------------------------------------------------------ layers, parameters and modes
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
     def named_parameters(self) -> list[tuple[str, Parameter]]:
+        self._require_built("named_parameters()")
         return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
 
     def parameters(self) -> list[Parameter]:
+        self._require_built("parameters()")
         return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self) -> list[tuple[str, Any]]:
+        return [(f"{i}.{name}", v) for i, layer in enumerate(self.layers) for name, v in layer.named_buffers()]
+
+    def buffer_slots(self):
+        return [(f"{i}.{key}", owner, attr) for i, layer in enumerate(self.layers)
+                for key, owner, attr in layer.buffer_slots()]
 
     def zero_grad(self) -> None:
         for p in self.parameters():
@@ -151,7 +240,7 @@ class Sequential:
     def train(self, mode: bool = True) -> "Sequential":
         self.training = bool(mode)
         for layer in self.layers:
-            layer.training = self.training
+            layer.train(self.training)
         return self
 
     def eval(self) -> "Sequential":
@@ -177,12 +266,8 @@ class Sequential:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, np.ndarray]:
         """Host NumPy copies of parameters and buffers, keyed as torch.nn.Sequential keys them."""
-        state = {}
-        for i, layer in enumerate(self.layers):
-            for name, param in layer.named_parameters():
-                state[f"{i}.{name}"] = np.array(to_numpy(param.data), copy=True)
-            for name, value in layer.named_buffers():
-                state[f"{i}.{name}"] = np.array(to_numpy(value), copy=True)
+        state = {key: np.array(to_numpy(param.data), copy=True) for key, param in self.named_parameters()}
+        state.update({key: np.array(to_numpy(value), copy=True) for key, value in self.named_buffers()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -211,12 +296,11 @@ class Sequential:
         problems += [f"missing key {key!r}" for key in expected if key not in state]
         if problems:
             raise ValueError("load_state_dict: the state does not fit this model:\n  " + "\n  ".join(problems))
-        for i, layer in enumerate(self.layers):
-            for name, param in layer.named_parameters():
-                param.data, param.grad = to_backend(host[f"{i}.{name}"], self.backend, dtype=self.dtype), None
-            for name, value in layer.named_buffers():
-                kind_dtype = self.dtype if host[f"{i}.{name}"].dtype.kind == "f" else None
-                setattr(layer, name, to_backend(host[f"{i}.{name}"], self.backend, dtype=kind_dtype))
+        for key, param in self.named_parameters():
+            param.data, param.grad = to_backend(host[key], self.backend, dtype=self.dtype), None
+        for key, owner, attr in self.buffer_slots():
+            kind_dtype = self.dtype if host[key].dtype.kind == "f" else None
+            setattr(owner, attr, to_backend(host[key], self.backend, dtype=kind_dtype))
         self._checked_shapes.clear()
 
     # ------------------------------------------------------------------ training (xpcnn.train, xpcnn.checkpoint)
@@ -237,42 +321,76 @@ class Sequential:
         return checkpoint.save(self, path, **kwargs)
 
     def spec(self) -> dict:
-        """The architecture as JSON-able data: ``{"dtype": ..., "layers": [{"type": ..., "config": ...}, ...]}``."""
+        """The architecture as JSON-able data: ``{"dtype": ..., "dropout_rng": ..., "layers": [{"type": ...,
+        "config": ...}, ...]}``; nested Sequentials and Residual blocks hold their layers' specs."""
+        def check(layer: Layer, where: str) -> None:
+            known = {**LAYER_TYPES, "Sequential": Sequential}
+            if known.get(type(layer).__name__) is not type(layer):
+                raise checkpoint.CheckpointError(f"save: layer {where} {layer!r} is not a built-in or registered "
+                                                 "layer type and cannot be saved (see xpcnn.layers.register)")
+            for name, child in layer.children():
+                check(child, f"{where}.{name}")
+
         for index, layer in enumerate(self.layers):
-            if LAYER_TYPES.get(type(layer).__name__) is not type(layer):
-                raise checkpoint.CheckpointError(f"save: layer {index} {layer!r} is not a built-in layer type "
-                                                 "and cannot be saved")
-        return {"dtype": self.dtype, "dropout_rng": "host" if self.noise.host else "device",
-                "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self.layers]}
+            check(layer, str(index))
+        return {"dtype": self.dtype, "dropout_rng": self.dropout_rng, **self.config()}
+
+    def config(self) -> dict:
+        return {"layers": [layer_spec(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, build) -> "Sequential":
+        return cls([build(entry) for entry in config["layers"]])
 
     @classmethod
     def from_spec(cls, spec: dict, backend: str | Backend | None = None) -> "Sequential":
         """A new model of the architecture ``spec`` (from :meth:`spec`), with freshly drawn parameters."""
-        layers = [LAYER_TYPES[entry["type"]](**entry["config"]) for entry in spec["layers"]]
-        return cls(layers, backend=backend, dtype=spec["dtype"], dropout_rng=spec.get("dropout_rng", "device"))
+        known = {**LAYER_TYPES, "Sequential": cls}
+
+        def build(entry: dict) -> Layer:
+            if entry["type"] not in known:
+                raise ValueError(f"unknown layer type {entry['type']!r}")
+            return known[entry["type"]].from_config(entry["config"], build)
+
+        return cls([build(entry) for entry in spec["layers"]], backend=backend, dtype=spec["dtype"],
+                   dropout_rng=spec.get("dropout_rng", "device"))
 
     # ------------------------------------------------------------------ description
-    def summary(self, input_shape: tuple) -> None:
+    def summary(self, input_shape: tuple | None = None) -> None:
         """Print a table of layers, output shapes and parameter counts for an input of ``input_shape``
-        (with or without the batch axis), as Keras does; :meth:`summary_text` returns the same text."""
+        (with or without the batch axis; default the shape the model was built for), as Keras does;
+        :meth:`summary_text` returns the same text."""
         print(self.summary_text(input_shape))
 
-    def summary_text(self, input_shape: tuple) -> str:
+    def summary_rows(self, prefix, input_shape):
+        rows, shape = [], tuple(input_shape)
+        for index, layer in enumerate(self.layers):
+            try:
+                layer_rows, shape = layer.summary_rows(f"{prefix}.{index}" if prefix else str(index), shape)
+            except ValueError as exc:
+                raise ValueError(f"layer {index}: {exc}") from None
+            rows += layer_rows
+        return rows, shape
+
+    def summary_text(self, input_shape: tuple | None = None) -> str:
         """The table :meth:`summary` prints, as a string."""
+        if input_shape is None:
+            if self.input_shape is None:
+                raise ValueError("summary: pass the input shape, such as summary((1, 28, 28)); the model was not "
+                                 "built with input_shape=... or model.build(...)")
+            input_shape = self.input_shape
         shape = tuple(input_shape)
         if len(shape) in (1, 3):
             shape = (1,) + shape
+        self._require_built("summary()")
+        try:
+            found, _ = self.summary_rows("", shape)
+        except ValueError as exc:
+            raise ValueError(f"summary: {exc}") from None
         rows = [("#", "layer", "output shape", "params")]
-        total = 0
-        for index, layer in enumerate(self.layers):
-            try:
-                shape = layer.output_shape(shape)
-            except ValueError as exc:
-                raise ValueError(f"summary: layer {index}: {exc}") from None
-            count = sum(int(np.prod(p.shape)) for _, p in layer.named_parameters())
-            total += count
-            rows.append((str(index), layer.describe(), str(("N",) + shape[1:]).replace("'", ""),
-                         f"{count:,}"))
+        rows += [(index, text, str(("N",) + tuple(out[1:])).replace("'", ""), f"{count:,}")
+                 for index, text, out, count in found]
+        total = sum(int(np.prod(p.shape)) for p in self.parameters())
         widths = [max(len(row[c]) for row in rows) for c in range(4)]
 
         def format_row(row):
@@ -284,7 +402,7 @@ class Sequential:
         return "\n".join(text)
 
     def __repr__(self) -> str:
-        inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))
+        inner = ",\n".join(f"  ({i}) " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers))
         return f"Sequential(backend={self.backend.name!r}, dtype={self.dtype!r},\n{inner}\n)"
 
 

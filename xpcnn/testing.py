@@ -54,32 +54,51 @@ def torch_twin(model, torch, device="cpu", dtype=None):
     ``device`` and ``dtype`` before the weights are loaded, so float64 weights stay exact.
     """
     nn = torch.nn
-    modules = []
-    for layer in model.layers:
+
+    class Residual(nn.Module):                      # attributes block and shortcut, as xpcnn's keys name them
+        def __init__(self, block, shortcut):
+            super().__init__()
+            self.block, self.shortcut = block, shortcut
+
+        def forward(self, x):
+            return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    def twin_of(layer):
+        if hasattr(layer, "layers"):                 # a nested Sequential
+            return nn.Sequential(*[twin_of(inner) for inner in layer.layers])
+        if isinstance(layer, L.Residual):
+            return Residual(twin_of(layer.block), None if layer.shortcut is None else twin_of(layer.shortcut))
         if isinstance(layer, L.Conv2D):
-            modules.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                                     layer.padding, layer.dilation, layer.groups, layer.use_bias))
+            module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                               layer.padding, layer.dilation, layer.groups, layer.use_bias)
         elif isinstance(layer, L.Dense):
-            modules.append(nn.Linear(layer.in_features, layer.out_features, layer.use_bias))
+            module = nn.Linear(layer.in_features, layer.out_features, layer.use_bias)
         elif isinstance(layer, L.MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding))
+            return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
         elif isinstance(layer, L.AvgPool2D):
-            modules.append(nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding,
-                                        count_include_pad=layer.count_include_pad))
+            return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, count_include_pad=layer.count_include_pad)
         elif isinstance(layer, L.GlobalAvgPool2D):
-            modules.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        elif isinstance(layer, L.BatchNorm1D):
+            return nn.BatchNorm1d(layer.num_features, layer.eps, layer.momentum, layer.affine)
         elif isinstance(layer, L.BatchNorm2D):
-            modules.append(nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine))
+            return nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum, layer.affine)
         elif isinstance(layer, L.LeakyReLU):
-            modules.append(nn.LeakyReLU(layer.negative_slope))
+            return nn.LeakyReLU(layer.negative_slope)
         elif isinstance(layer, L.Softmax):
-            modules.append(nn.Softmax(layer.dim))
+            return nn.Softmax(layer.dim)
         elif isinstance(layer, L.Dropout):
-            modules.append(nn.Dropout(layer.p))
+            return nn.Dropout(layer.p)
         elif type(layer) in (L.Flatten, L.ReLU, L.Sigmoid, L.Tanh):
-            modules.append(getattr(nn, type(layer).__name__)())
+            return getattr(nn, type(layer).__name__)()
         else:
             raise TypeError(f"torch_twin: no torch.nn equivalent for {layer!r}")
+        if layer.activation is not None:           # composed: the activation replaces the output (keys unchanged)
+            activation = twin_of(layer.activation)
+            module.register_forward_hook(lambda _module, _inputs, output: activation(output))
+        return module
+
+    modules = [twin_of(layer) for layer in model.layers]
     twin = nn.Sequential(*modules).to(device=device, dtype=dtype)
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     return twin

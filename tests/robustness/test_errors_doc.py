@@ -65,6 +65,10 @@ def _optimizer_mismatch(tmp_path):
     load_checkpoint(path)
 
 
+class _Custom(L.ReLU):
+    """A user's layer type, not registered."""
+
+
 def _idx(tmp_path, content):
     path = tmp_path / "f.idx"
     path.write_bytes(content)
@@ -146,6 +150,20 @@ TRIGGERS = {
         lambda t, m: _idx(t, b"\x00\x00\x08\x01\x00\x00\x00\x05ab"),
     "DataError: load_mnist: .../train-images-idx3-ubyte.gz not found; pass download=True":
         lambda t, m: datasets.load_mnist(t),
+    "Sequential: parameters() needs the parameters, but some sizes are inferred from the input and not known yet":
+        lambda t, m: xpcnn.Sequential([L.Dense(10)]).parameters(),
+    "Sequential: input_shape must be positive ints without the batch axis, such as (1, 28, 28)":
+        lambda t, m: xpcnn.Sequential([L.Dense(10)], input_shape=(0,)),
+    "layer 0: Conv2D(?->8): expected a 4-D input (N, C, H, W), got (1, 28, 28)":
+        lambda t, m: xpcnn.Sequential([L.Conv2D(8, 3)], input_shape=(28, 28)),
+    "Conv2D: ambiguous or missing sizes (32,)": lambda t, m: L.Conv2D(32, kernel_size=3),
+    "Dense: takes at most 2 positional sizes": lambda t, m: L.Dense(1, 2, False),
+    "Residual: the block gives shape (1, 5, 4, 4) but the input (identity shortcut) gives (1, 3, 4, 4)":
+        lambda t, m: xpcnn.Sequential([L.Residual(L.Conv2D(3, 5, 3, padding=1))])(np.zeros((1, 3, 4, 4))),
+    "Dense(?->4): activation must be one of relu, leaky_relu, sigmoid, tanh, softmax":
+        lambda t, m: L.Dense(4, activation="nope"),
+    "save: layer 2.0 ... is not a built-in or registered layer type and cannot be saved":
+        lambda t, m: xpcnn.Sequential([L.Flatten(), L.ReLU(), xpcnn.Sequential([_Custom()])]).save(t / "c.npz"),
     "DataError: could not download ... (are you offline?)": lambda t, m: _download_mismatch(t, m, offline=True),
     "SHA-256 ... does not match": lambda t, m: _download_mismatch(t, m, offline=False),
 }

@@ -68,3 +68,42 @@ class Softmax(_Activation):
 
     def config(self):
         return {"dim": self.dim}
+
+
+ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh, "softmax": Softmax}
+
+
+def activation_layer(owner: str, value) -> Layer | None:
+    """The layer for an ``activation=`` argument: None, a name of :data:`ACTIVATIONS`, an activation
+    layer, or the ``{"type": ..., "config": ...}`` a checkpoint stores."""
+    if value is None:
+        return None
+    if isinstance(value, _Activation):
+        return value
+    if isinstance(value, dict) and value.get("type") in {cls.__name__ for cls in ACTIVATIONS.values()}:
+        cls = {cls.__name__: cls for cls in ACTIVATIONS.values()}[value["type"]]
+        return cls(**value.get("config", {}))
+    if isinstance(value, str) and value in ACTIVATIONS:
+        return ACTIVATIONS[value]()
+    raise ValueError(f"{owner}: activation must be one of {', '.join(ACTIVATIONS)}, an activation layer or None, "
+                     f"got {value!r}")
+
+
+class Activated:
+    """Mixin of Conv2D and Dense for ``activation=``: the activation layer's forward after the layer's own,
+    its backward before; ``summary`` lists the two as composed."""
+
+    activation: Layer | None = None
+
+    def _activate(self, y):
+        return y if self.activation is None else self.activation.forward(y)
+
+    def _deactivate(self, dy):
+        return dy if self.activation is None else self.activation.backward(dy)
+
+    def _activation_config(self) -> dict:
+        a = self.activation
+        return {} if a is None else {"activation": {"type": type(a).__name__, "config": a.config()}}
+
+    def _activation_text(self) -> str:
+        return "" if self.activation is None else f" + {self.activation!r}"

@@ -72,9 +72,60 @@ class Layer:
         return self
 
     def _ensure_built(self, x: Any) -> None:
-        """A layer used on its own builds on its first input's backend, device and float dtype."""
+        """A layer used on its own builds on its first input's backend, device and float dtype (inferring
+        the sizes it was not given from x's shape)."""
         if not self.built:
+            self.infer(tuple(x.shape))
             self.build(backend_for(x), None, dtype_name(x))
+
+    # ------------------------------------------------------------------ inferred sizes
+    def missing_sizes(self) -> list[str]:
+        """The constructor sizes this layer still has to infer from its input (``Dense(10)``: in_features)."""
+        return []
+
+    def infer(self, input_shape: tuple) -> tuple:
+        """Take the sizes not given at construction from ``input_shape``; return the output shape.
+        Nothing is drawn here: a model infers every layer first, then draws all parameters in order."""
+        return self.output_shape(tuple(input_shape))
+
+    # ------------------------------------------------------------------ modes and state slots
+    def train(self, mode: bool = True) -> "Layer":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Layer":
+        return self.train(False)
+
+    def buffer_slots(self) -> list[tuple[str, "Layer", str]]:
+        """``(key, owner, attribute)`` for every buffer, keys as in the state dict; containers recurse."""
+        return [(name, self, name) for name, _ in self.named_buffers()]
+
+    def set_noise(self, noise) -> None:
+        """Share the model's random stream (dropout masks); containers pass it on."""
+        self.noise = noise
+        for _, child in self.children():
+            child.set_noise(noise)
+
+    def children(self) -> list[tuple[str, "Layer"]]:
+        """The layers this one contains, with their state-dict prefixes (containers only)."""
+        return []
+
+    def spec(self) -> dict:
+        """``{"type": class name, "config": constructor arguments}``: what a checkpoint stores to rebuild it
+        (a top-level Sequential's spec() is the model's architecture; layer_spec gives any layer's entry)."""
+        return layer_spec(self)
+
+    @classmethod
+    def from_config(cls, config: dict, build) -> "Layer":
+        """The layer of ``config``; ``build(spec)`` rebuilds any layer a container's config holds."""
+        return cls(**config)
+
+    def summary_rows(self, prefix: str, input_shape: tuple) -> tuple[list[tuple[str, str, tuple, int]], tuple]:
+        """Rows ``(index, description, output shape, parameter count)`` for ``Sequential.summary`` and the
+        output shape; containers add a row per layer inside."""
+        shape = self.output_shape(input_shape)
+        count = sum(int(np.prod(p.shape)) for _, p in self.named_parameters())
+        return [(prefix, self.describe(), shape, count)], shape
 
     # ------------------------------------------------------------------ interface
     def named_parameters(self) -> list[tuple[str, Parameter]]:
@@ -107,8 +158,8 @@ class Layer:
         target = resolve(backend)
         for _, param in self.named_parameters():
             param.data, param.grad = to_backend(param.data, target), None
-        for name, value in self.named_buffers():
-            setattr(self, name, to_backend(value, target))
+        for _, owner, name in self.buffer_slots():
+            setattr(owner, name, to_backend(getattr(owner, name), target))
         self.cache = None
         return self
 
@@ -146,6 +197,11 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def layer_spec(layer: Layer) -> dict:
+    """A layer's entry in an architecture spec: ``{"type": class name, "config": layer.config()}``."""
+    return {"type": type(layer).__name__, "config": layer.config()}
 
 
 def check_ndim(layer: Layer, input_shape: tuple, ndim: int, layout: str) -> None:

@@ -1,6 +1,7 @@
 """BatchNorm2D: per-channel normalisation with running statistics (math in functional.batchnorm)."""
 from __future__ import annotations
 
+import array_api_compat
 import numpy as np
 
 from .. import functional as F
@@ -19,13 +20,16 @@ class BatchNorm2D(Layer):
     param_names = ("weight", "bias")
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
+    def __init__(self, num_features: int | None = None, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True):
         super().__init__()
-        positive_int("BatchNorm2D", "num_features", num_features)
+        name = type(self).__name__
+        if num_features is not None:
+            positive_int(name, "num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm2D({num_features}): momentum must be in [0, 1], got {momentum!r}")
+            raise ValueError(f"{name}({num_features}): momentum must be in [0, 1], got {momentum!r}")
         if not eps > 0:
-            raise ValueError(f"BatchNorm2D({num_features}): eps must be > 0, got {eps!r}")
+            raise ValueError(f"{name}({num_features}): eps must be > 0, got {eps!r}")
         self.num_features, self.eps, self.momentum, self.affine = num_features, float(eps), float(momentum), affine
         self.weight = self.bias = None
 
@@ -38,8 +42,20 @@ class BatchNorm2D(Layer):
         return {"running_mean": np.zeros(self.num_features), "running_var": np.ones(self.num_features),
                 "num_batches_tracked": np.asarray(0, dtype=np.int64)}
 
-    def output_shape(self, input_shape):
+    def missing_sizes(self):
+        return [] if self.num_features is not None else ["num_features"]
+
+    def infer(self, input_shape):
+        if self.num_features is None:
+            self._check_rank(input_shape)
+            self.num_features = int(input_shape[1])
+        return self.output_shape(input_shape)
+
+    def _check_rank(self, input_shape):
         check_ndim(self, input_shape, 4, "(N, C, H, W)")
+
+    def output_shape(self, input_shape):
+        self._check_rank(input_shape)
         if input_shape[1] != self.num_features:
             raise ValueError(f"{self!r}: expected input with {self.num_features} channels, got shape {tuple(input_shape)}")
         return tuple(input_shape)
@@ -47,6 +63,10 @@ class BatchNorm2D(Layer):
     def forward(self, x):
         self._ensure_built(x)
         self.check_input(x)
+        return self._normalize(x)
+
+    def _normalize(self, x):
+        """The functional forward on (N, C, H, W), updating the running statistics in training."""
         y, self.cache = F.batch_norm2d_forward(
             x, self._data(self.weight), self._data(self.bias),
             self.running_mean, self.running_var, training=self.training, eps=self.eps)
@@ -62,7 +82,28 @@ class BatchNorm2D(Layer):
         return self._keep_gradients(F.batch_norm2d_backward(dy, self.cache))   # without affine: nothing kept
 
     def extra_repr(self):
-        return f"{self.num_features}"
+        return "?" if self.num_features is None else f"{self.num_features}"
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum, "affine": self.affine}
+
+
+class BatchNorm1D(BatchNorm2D):
+    """Batch normalisation of features (N, C) or sequences (N, C, L), per feature C, with
+    torch.nn.BatchNorm1d's names and defaults; the statistics are taken over N (and L)."""
+
+    def _check_rank(self, input_shape):
+        if len(input_shape) not in (2, 3):
+            raise self.fail(input_shape, "a 2-D input (N, C) or a 3-D input (N, C, L)")
+
+    def forward(self, x):
+        self._ensure_built(x)
+        self.check_input(x)
+        xp = array_api_compat.array_namespace(x)
+        shape = tuple(x.shape)
+        return xp.reshape(self._normalize(xp.reshape(x, shape + (1,) * (4 - len(shape)))), shape)
+
+    def backward(self, dy, need_dx=True):
+        xp = array_api_compat.array_namespace(dy)
+        shape = tuple(dy.shape)
+        return xp.reshape(super().backward(xp.reshape(dy, shape + (1,) * (4 - len(shape))), need_dx), shape)

@@ -6,13 +6,48 @@ from ..functional import conv2d_backward, conv2d_forward
 from ..functional.conv import conv_padding
 from .. import init
 from ..init import name_of as init_name
+from .activations import Activated, activation_layer
 from .base import Layer, check_ndim
 
 
-class Conv2D(Layer):
+_GIVEN = object()       # marks a size not passed as a keyword
+
+
+def _conv_sizes(sizes: tuple, in_channels, out_channels, kernel_size):
+    """Chainer's rule for Conv2D's sizes: two positional arguments are (out_channels, kernel_size), the input
+    channels inferred; three or more are PyTorch's (in_channels, out_channels, kernel_size, stride, padding,
+    dilation, groups, bias). Keywords name the sizes explicitly. Returns (in, out, kernel, extra positionals)."""
+    keywords = {name: value for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                                                ("kernel_size", kernel_size)) if value is not _GIVEN}
+    if len(sizes) == 2 and not keywords:
+        return None, sizes[0], sizes[1], {}
+    if len(sizes) > 8:
+        raise TypeError(f"Conv2D: takes at most 8 positional arguments, got {len(sizes)}")
+    names = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
+    given = dict(zip(names, sizes))
+    for name in keywords:
+        if name in given:
+            raise TypeError(f"Conv2D: got two values for {name} (positional and keyword)")
+    given.update(keywords)
+    if "out_channels" not in given or "kernel_size" not in given:
+        raise TypeError(f"Conv2D: ambiguous or missing sizes {sizes!r} (keywords {sorted(keywords)}); write "
+                        "Conv2D(out_channels, kernel_size) to infer the input channels, or "
+                        "Conv2D(in_channels, out_channels, kernel_size)")
+    extra = {name: given[name] for name in names[3:] if name in given}
+    return given.get("in_channels"), given["out_channels"], given["kernel_size"], extra
+
+
+class Conv2D(Activated, Layer):
     """2-D convolution with PyTorch's argument names.
 
-    Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW). Weights and bias are drawn, as
+    Input (N, in_channels, H, W) -> output (N, out_channels, OH, OW).
+
+    Sizes follow Chainer's rule: ``Conv2D(out_channels, kernel_size, stride=..., ...)`` (exactly two
+    positional arguments) infers ``in_channels`` from the first input, and the rest are keywords;
+    ``Conv2D(in_channels, out_channels, kernel_size, ...)`` (three or more) is PyTorch's signature;
+    ``in_channels=None`` also infers. ``activation="relu"`` (or another name of
+    ``xpcnn.layers.ACTIVATIONS``, or a layer) runs that activation's forward after the convolution and
+    its backward before it. Weights and bias are drawn, as
     PyTorch's Conv2d draws them, from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in = in_channels/groups*kH*kW
     (``"torch_default"``), so an untrained network's outputs have PyTorch's scale; ``weight_init=
     "kaiming_uniform"`` (He et al.) and the others of :mod:`xpcnn.init` can be chosen instead.
@@ -20,16 +55,24 @@ class Conv2D(Layer):
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, weight_init="torch_default", bias_init="torch_default"):
+    def __init__(self, *sizes, stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True,
+                 weight_init="torch_default", bias_init="torch_default", activation=None,
+                 in_channels=_GIVEN, out_channels=_GIVEN, kernel_size=_GIVEN):
         super().__init__()
-        name = f"Conv2D({in_channels}->{out_channels})"
-        for argument, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            checks.positive_int(name, argument, value)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
-        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        in_channels, out_channels, kernel_size, extra = _conv_sizes(sizes, in_channels, out_channels, kernel_size)
+        if extra:                                   # PyTorch's positional order after kernel_size
+            given = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "bias": bias}
+            given.update(extra)
+            stride, padding, dilation, groups, bias = (given[key] for key in ("stride", "padding", "dilation",
+                                                                               "groups", "bias"))
+        name = f"Conv2D({'?' if in_channels is None else in_channels}->{out_channels})"
+        checks.positive_int(name, "out_channels", out_channels)
+        checks.positive_int(name, "groups", groups)
+        self.groups, self.out_channels, self.in_channels = groups, out_channels, None
+        if in_channels is not None:
+            self._set_in_channels(name, in_channels)
+        elif out_channels % groups:
+            raise ValueError(f"{name}: groups={groups} must divide out_channels={out_channels}")
         self.kernel_size = checks.pair(name, "kernel_size", kernel_size, 1)
         self.stride = checks.pair(name, "stride", stride, 1)
         self.dilation = checks.pair(name, "dilation", dilation, 1)
@@ -38,7 +81,24 @@ class Conv2D(Layer):
         self.use_bias = bool(bias)
         self.weight_init = init.get(name, "weight_init", weight_init)
         self.bias_init = init.get(name, "bias_init", bias_init)
+        self.activation = activation_layer(name, activation)
         self.weight = self.bias = None
+
+    def _set_in_channels(self, name: str, in_channels) -> None:
+        checks.positive_int(name, "in_channels", in_channels)
+        if in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{name}: groups={self.groups} must divide in_channels={in_channels} "
+                             f"and out_channels={self.out_channels}")
+        self.in_channels = in_channels
+
+    def missing_sizes(self):
+        return [] if self.in_channels is not None else ["in_channels"]
+
+    def infer(self, input_shape):
+        if self.in_channels is None:
+            check_ndim(self, input_shape, 4, "(N, C, H, W)")
+            self._set_in_channels(repr(self), int(input_shape[1]))
+        return self.output_shape(input_shape)
 
     def init_parameters(self, rng):
         kh, kw = self.kernel_size
@@ -66,17 +126,22 @@ class Conv2D(Layer):
         y, self.cache = conv2d_forward(x, self.weight.data, self._data(self.bias), stride=self.stride,
                                        padding=self.pads, dilation=self.dilation, groups=self.groups,
                                        training=self.training)
-        return y
+        return self._activate(y)
 
     def backward(self, dy, need_dx=True):
-        return self._keep_gradients(conv2d_backward(dy, self.cache, need_dx=need_dx))
+        return self._keep_gradients(conv2d_backward(self._deactivate(dy), self.cache, need_dx=need_dx))
+
+    def train(self, mode=True):
+        if self.activation is not None:
+            self.activation.train(mode)
+        return super().train(mode)
 
     def extra_repr(self):
-        return f"{self.in_channels}->{self.out_channels}"
+        return f"{'?' if self.in_channels is None else self.in_channels}->{self.out_channels}"
 
     def describe(self) -> str:
         k = "x".join(map(str, self.kernel_size))
-        parts = [f"{self.in_channels}->{self.out_channels}", f"k={k}"]
+        parts = [self.extra_repr(), f"k={k}"]
         if self.stride != (1, 1):
             parts.append(f"s={self.stride[0] if self.stride[0] == self.stride[1] else self.stride}")
         if any(self.pads):
@@ -85,11 +150,11 @@ class Conv2D(Layer):
             parts.append(f"d={self.dilation}")
         if self.groups != 1:
             parts.append(f"g={self.groups}")
-        return f"Conv2D({', '.join(parts)})"
+        return f"Conv2D({', '.join(parts)})" + self._activation_text()
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride), "padding": self.padding if isinstance(self.padding, (int, str))
                 else list(self.padding), "dilation": list(self.dilation), "groups": self.groups,
                 "bias": self.use_bias, "weight_init": init_name(self.weight_init),
-                "bias_init": init_name(self.bias_init)}
+                "bias_init": init_name(self.bias_init), **self._activation_config()}

@@ -7,27 +7,68 @@ from ..functional import linear_backward, linear_forward
 from ..checks import positive_int
 from .. import init
 from ..init import name_of as init_name
+from .activations import Activated, activation_layer
 from .base import Layer
 
 
-class Dense(Layer):
+_GIVEN = object()       # marks a size not passed as a keyword
+
+
+def _dense_sizes(sizes: tuple, in_features, out_features):
+    """``Dense(out_features)`` infers in_features (as Chainer's Linear(out_size)); ``Dense(in, out)`` is
+    torch.nn.Linear's order; keywords name them. Returns (in_features or None, out_features)."""
+    keywords = {name: value for name, value in (("in_features", in_features), ("out_features", out_features))
+                if value is not _GIVEN}
+    if len(sizes) == 1 and not keywords:
+        return None, sizes[0]
+    if len(sizes) > 2:
+        raise TypeError(f"Dense: takes at most 2 positional sizes (in_features, out_features), got {len(sizes)}")
+    given = dict(zip(("in_features", "out_features"), sizes))
+    for name in keywords:
+        if name in given:
+            raise TypeError(f"Dense: got two values for {name} (positional and keyword)")
+    given.update(keywords)
+    if "out_features" not in given:
+        raise TypeError(f"Dense: ambiguous or missing sizes {sizes!r} (keywords {sorted(keywords)}); write "
+                        "Dense(out_features) to infer the input size, or Dense(in_features, out_features)")
+    return given.get("in_features"), given["out_features"]
+
+
+class Dense(Activated, Layer):
     """y = x @ W^T + b with weight (out_features, in_features), as torch.nn.Linear. Input (N, in_features).
+
+    ``Dense(out_features)`` (one positional size) or ``in_features=None`` infers the input size from the
+    first input; ``activation=`` composes an activation as in :class:`Conv2D`.
 
     Weights and bias are drawn as torch.nn.Linear draws them, U(-1/sqrt(in_features), 1/sqrt(in_features))
     (``"torch_default"``); any initialiser of :mod:`xpcnn.init` can be chosen instead."""
 
     param_names = ("weight", "bias")
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 weight_init="torch_default", bias_init="torch_default"):
+    def __init__(self, *sizes, bias: bool = True, weight_init="torch_default", bias_init="torch_default",
+                 activation=None, in_features=_GIVEN, out_features=_GIVEN):
         super().__init__()
-        name = f"Dense({in_features}->{out_features})"
-        for argument, value in (("in_features", in_features), ("out_features", out_features)):
-            positive_int(name, argument, value)
+        in_features, out_features = _dense_sizes(sizes, in_features, out_features)
+        name = f"Dense({'?' if in_features is None else in_features}->{out_features})"
+        positive_int(name, "out_features", out_features)
+        if in_features is not None:
+            positive_int(name, "in_features", in_features)
         self.in_features, self.out_features, self.use_bias = in_features, out_features, bool(bias)
         self.weight_init = init.get(name, "weight_init", weight_init)
         self.bias_init = init.get(name, "bias_init", bias_init)
+        self.activation = activation_layer(name, activation)
         self.weight = self.bias = None
+
+    def missing_sizes(self):
+        return [] if self.in_features is not None else ["in_features"]
+
+    def infer(self, input_shape):
+        if self.in_features is None:
+            if len(input_shape) != 2:
+                raise self.fail(input_shape, "(N, features)")
+            positive_int(repr(self), "in_features", int(input_shape[1]))
+            self.in_features = int(input_shape[1])
+        return self.output_shape(input_shape)
 
     def init_parameters(self, rng):
         shape = (self.out_features, self.in_features)
@@ -44,17 +85,26 @@ class Dense(Layer):
         self._ensure_built(x)
         self.check_input(x)
         y, self.cache = linear_forward(x, self.weight.data, self._data(self.bias))
-        return y
+        return self._activate(y)
 
     def backward(self, dy, need_dx=True):
-        return self._keep_gradients(linear_backward(dy, self.cache, need_dx=need_dx))
+        return self._keep_gradients(linear_backward(self._deactivate(dy), self.cache, need_dx=need_dx))
+
+    def train(self, mode=True):
+        if self.activation is not None:
+            self.activation.train(mode)
+        return super().train(mode)
 
     def extra_repr(self):
-        return f"{self.in_features}->{self.out_features}"
+        return f"{'?' if self.in_features is None else self.in_features}->{self.out_features}"
+
+    def describe(self) -> str:
+        return repr(self) + self._activation_text()
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.use_bias,
-                "weight_init": init_name(self.weight_init), "bias_init": init_name(self.bias_init)}
+                "weight_init": init_name(self.weight_init), "bias_init": init_name(self.bias_init),
+                **self._activation_config()}
 
 
 class Flatten(Layer):

@@ -290,8 +290,7 @@ class _RunningSums:
 
 def _snapshot(model, optimizer):
     """Device copies of the parameters, buffers and optimizer state: what a divergence rolls back to."""
-    buffers = [(layer, name, device_copy(value)) for layer in model.layers
-               for name, value in layer.named_buffers()]
+    buffers = [(owner, attr, device_copy(getattr(owner, attr))) for _, owner, attr in model.buffer_slots()]
     return buffers, optimizer.snapshot()
 
 
