@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import functional as F, gradcheck, layers as L, to_numpy
+from xpcnn import gradcheck, layers as L, to_numpy
 from xpcnn.zoo import lenet, vgg_small
-from xpcnn.testing import assert_close
+from xpcnn.testing import assert_close, assert_same_gradients_as_twin, loss_and_grads
 
 
 def small_lenet(**kwargs):
@@ -23,14 +23,6 @@ def _batch(shape, n=3, seed=0):
     return rng.standard_normal((n,) + shape), rng.integers(0, 10, size=n)
 
 
-def _loss_and_grads(model, x, labels):
-    model.zero_grad()
-    logits = model(x)
-    loss, dlogits = F.softmax_cross_entropy(logits, xpcnn.to_backend(labels, model.backend))
-    model.backward(dlogits)
-    return float(loss), {name: to_numpy(p.grad) for name, p in model.named_parameters()}
-
-
 @pytest.mark.parametrize("name", BUILDERS)
 def test_same_seed_same_model_same_gradients_on_every_backend(backend, name):
     build, shape = BUILDERS[name]
@@ -39,8 +31,8 @@ def test_same_seed_same_model_same_gradients_on_every_backend(backend, name):
     model = build(seed=7, dtype="float64", backend=backend)
     for (key, p), (_, q) in zip(reference.named_parameters(), model.named_parameters()):
         np.testing.assert_array_equal(to_numpy(q.data), to_numpy(p.data), err_msg=f"initial {key}")
-    loss_ref, grads_ref = _loss_and_grads(reference, x, labels)
-    loss, grads = _loss_and_grads(model, x, labels)
+    loss_ref, grads_ref = loss_and_grads(reference, x, labels)
+    loss, grads = loss_and_grads(model, x, labels)
     assert loss == pytest.approx(loss_ref, rel=1e-12)
     for key, p in model.named_parameters():
         assert_close(p.grad, grads_ref[key], backend, name=key)
@@ -91,12 +83,7 @@ def test_model_matches_torch_forward_and_gradients(backend, torch_twin, name):
     x, labels = _batch(shape, seed=1)
     model = build(seed=11, dtype="float64", backend=backend)
     twin = torch_twin(model)
-    loss, grads = _loss_and_grads(model, x, labels)
-    tloss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels))
-    tloss.backward()
-    assert loss == pytest.approx(tloss.item(), rel=1e-12)
-    for key, p in twin.named_parameters():
-        assert_close(xpcnn.to_backend(grads[key], backend), p.grad.numpy(), backend, name=key)
+    assert_same_gradients_as_twin(model, twin, torch, x, labels, backend)
     # BatchNorm's running statistics moved the same way, and evaluation mode agrees too
     for key, value in twin.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[key], value.numpy(), rtol=1e-12, atol=1e-14, err_msg=key)

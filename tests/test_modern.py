@@ -4,18 +4,10 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import functional as F, layers as L, optim
+from xpcnn import layers as L, optim
 from xpcnn.backend import to_numpy
-from xpcnn.testing import assert_close
+from xpcnn.testing import assert_close, assert_same_gradients_as_twin, loss_and_grads
 from xpcnn.zoo import resnet8, resnet20
-
-
-def _grads(model, x, labels):
-    model.zero_grad()
-    logits = model(x)
-    loss, dlogits = F.softmax_cross_entropy(logits, xpcnn.to_backend(labels, model.backend))
-    model.backward(dlogits)
-    return float(loss), {name: to_numpy(p.grad) for name, p in model.named_parameters()}
 
 
 def _nested(backend, seed=3):
@@ -40,16 +32,11 @@ def test_nested_and_residual_models_match_torch_for_twenty_steps(backend, torch_
     model = build(backend=backend, seed=5)
     twin = torch_twin(model)
     assert set(twin.state_dict()) == set(model.state_dict())
-    loss, grads = _grads(model, x, labels)
-    tloss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels))
-    tloss.backward()
-    assert loss == pytest.approx(tloss.item(), rel=1e-12)
-    for key, p in twin.named_parameters():
-        assert_close(xpcnn.to_backend(grads[key], backend), p.grad.numpy(), backend, name=key)
+    assert_same_gradients_as_twin(model, twin, torch, x, labels, backend)
     ours = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     theirs = torch.optim.SGD(twin.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     for _ in range(20):
-        _grads(model, x, labels)
+        loss_and_grads(model, x, labels)
         ours.step()
         theirs.zero_grad()
         torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels)).backward()
@@ -67,7 +54,7 @@ def test_resnet20_matches_torch_once_on_numpy(torch_twin):
     rng = np.random.default_rng(1)
     x, labels = rng.standard_normal((2, 3, 16, 16)), rng.integers(0, 10, 2)
     twin = torch_twin(model)
-    loss, grads = _grads(model, x, labels)
+    loss, grads = loss_and_grads(model, x, labels)
     torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels)).backward()
     for key, p in twin.named_parameters():
         np.testing.assert_allclose(grads[key], p.grad.numpy(), rtol=1e-8, atol=1e-11, err_msg=key)

@@ -220,31 +220,15 @@ class Sequential(Layer):
 
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         self._require_built("named_parameters()")
-        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers) for name, p in layer.named_parameters()]
+        return super().named_parameters()
 
     def parameters(self) -> list[Parameter]:
         self._require_built("parameters()")
         return [p for _, p in self.named_parameters()]
 
-    def named_buffers(self) -> list[tuple[str, Any]]:
-        return [(f"{i}.{name}", v) for i, layer in enumerate(self.layers) for name, v in layer.named_buffers()]
-
-    def buffer_slots(self):
-        return [(f"{i}.{key}", owner, attr) for i, layer in enumerate(self.layers)
-                for key, owner, attr in layer.buffer_slots()]
-
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
-
-    def train(self, mode: bool = True) -> "Sequential":
-        self.training = bool(mode)
-        for layer in self.layers:
-            layer.train(self.training)
-        return self
-
-    def eval(self) -> "Sequential":
-        return self.train(False)
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator["Sequential"]:
@@ -323,8 +307,9 @@ class Sequential(Layer):
     def spec(self) -> dict:
         """The architecture as JSON-able data: ``{"dtype": ..., "dropout_rng": ..., "layers": [{"type": ...,
         "config": ...}, ...]}``; nested Sequentials and Residual blocks hold their layers' specs."""
+        known = {**LAYER_TYPES, "Sequential": Sequential}
+
         def check(layer: Layer, where: str) -> None:
-            known = {**LAYER_TYPES, "Sequential": Sequential}
             if known.get(type(layer).__name__) is not type(layer):
                 raise checkpoint.CheckpointError(f"save: layer {where} {layer!r} is not a built-in or registered "
                                                  "layer type and cannot be saved (see xpcnn.layers.register)")

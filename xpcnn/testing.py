@@ -10,11 +10,34 @@ from typing import Any
 import numpy as np
 import array_api_compat
 
+from . import functional as F
 from . import layers as L
 from .backend import Backend, backend_of, resolve, to_backend, to_numpy
 
 #: (rtol, atol) used when comparing a backend's result with a NumPy float64 expectation.
 TOLERANCES = {"float64": (1e-10, 1e-12), "float32": (1e-4, 1e-5)}
+
+
+def loss_and_grads(model, x, labels) -> tuple[float, dict[str, np.ndarray]]:
+    """One forward and backward pass of ``model`` with softmax cross-entropy: the loss and every
+    parameter's gradient as host arrays, keyed by state-dict name (gradients zeroed first)."""
+    model.zero_grad()
+    logits = model(x)
+    loss, dlogits = F.softmax_cross_entropy(logits, to_backend(labels, model.backend))
+    model.backward(dlogits)
+    return float(loss), {name: to_numpy(p.grad) for name, p in model.named_parameters()}
+
+
+def assert_same_gradients_as_twin(model, twin, torch, x, labels, backend: str | Backend) -> None:
+    """``model`` and its :func:`torch_twin` give the same cross-entropy loss (rel 1e-12) and the same gradient
+    of every parameter (:func:`assert_close`) for the host batch ``x``, ``labels``; both keep the gradients."""
+    loss, grads = loss_and_grads(model, x, labels)
+    twin_loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(labels))
+    twin_loss.backward()
+    if abs(loss - twin_loss.item()) > max(1e-12 * abs(twin_loss.item()), 1e-12):      # pytest.approx(rel=1e-12)
+        raise AssertionError(f"loss {loss!r} differs from PyTorch's {twin_loss.item()!r}")
+    for key, p in twin.named_parameters():
+        assert_close(to_backend(grads[key], backend), p.grad.numpy(), backend, name=key)
 
 
 def assert_close(actual: Any, desired: Any, backend: str | Backend, dtype: str = "float64",

@@ -61,14 +61,14 @@ class RandomShift:
         if self.max_shift == 0:
             return x
         xp = array_api_compat.array_namespace(x)
-        n, c, h, w = (int(s) for s in x.shape)
+        n, _, h, w = (int(s) for s in x.shape)
         device = array_api_compat.device(x)
         out = x
         valid = None
         for axis, size in ((2, h), (3, w)):
-            shape = [n, 1, 1, 1]
-            shape[axis] = size
-            source = xp.reshape(xp.arange(size, device=device), (1, 1, size, 1) if axis == 2 else (1, 1, 1, size))
+            positions = [1, 1, 1, 1]
+            positions[axis] = size
+            source = xp.reshape(xp.arange(size, device=device), tuple(positions))
             source = source + xp.reshape(offsets[:, axis - 2], (n, 1, 1, 1))
             inside = (source >= 0) & (source < size)
             index = xp.broadcast_to(xp.clip(source, 0, size - 1), tuple(out.shape[:axis]) + (size,)

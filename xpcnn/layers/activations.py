@@ -107,3 +107,8 @@ class Activated:
 
     def _activation_text(self) -> str:
         return "" if self.activation is None else f" + {self.activation!r}"
+
+    def train(self, mode: bool = True):
+        if self.activation is not None:
+            self.activation.train(mode)
+        return super().train(mode)

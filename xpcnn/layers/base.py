@@ -36,6 +36,7 @@ class Layer:
 
     param_names: tuple[str, ...] = ()
     buffer_names: tuple[str, ...] = ()
+    inferred_size: str | None = None   # the constructor size that may be left to the input (Dense: in_features)
 
     def __init__(self) -> None:
         self.training = True
@@ -81,7 +82,8 @@ class Layer:
     # ------------------------------------------------------------------ inferred sizes
     def missing_sizes(self) -> list[str]:
         """The constructor sizes this layer still has to infer from its input (``Dense(10)``: in_features)."""
-        return []
+        name = self.inferred_size
+        return [name] if name is not None and getattr(self, name) is None else []
 
     def infer(self, input_shape: tuple) -> tuple:
         """Take the sizes not given at construction from ``input_shape``; return the output shape.
@@ -91,14 +93,18 @@ class Layer:
     # ------------------------------------------------------------------ modes and state slots
     def train(self, mode: bool = True) -> "Layer":
         self.training = bool(mode)
+        for _, child in self.children():
+            child.train(self.training)
         return self
 
     def eval(self) -> "Layer":
         return self.train(False)
 
     def buffer_slots(self) -> list[tuple[str, "Layer", str]]:
-        """``(key, owner, attribute)`` for every buffer, keys as in the state dict; containers recurse."""
-        return [(name, self, name) for name, _ in self.named_buffers()]
+        """``(key, owner, attribute)`` for every buffer, keys as in the state dict, those of contained layers too."""
+        own = [(name, self, name) for name in self.buffer_names if getattr(self, name, None) is not None]
+        return own + [(f"{prefix}.{key}", owner, attr) for prefix, child in self.children()
+                      for key, owner, attr in child.buffer_slots()]
 
     def set_noise(self, noise) -> None:
         """Share the model's random stream (dropout masks); containers pass it on."""
@@ -129,10 +135,13 @@ class Layer:
 
     # ------------------------------------------------------------------ interface
     def named_parameters(self) -> list[tuple[str, Parameter]]:
-        return [(name, getattr(self, name)) for name in self.param_names if getattr(self, name, None) is not None]
+        """This layer's parameters, then those of the layers it contains, keyed ``"<child>.<name>"``."""
+        own = [(name, getattr(self, name)) for name in self.param_names if getattr(self, name, None) is not None]
+        return own + [(f"{prefix}.{name}", p) for prefix, child in self.children() for name, p in child.named_parameters()]
 
     def named_buffers(self) -> list[tuple[str, Any]]:
-        return [(name, getattr(self, name)) for name in self.buffer_names if getattr(self, name, None) is not None]
+        own = [(name, getattr(self, name)) for name in self.buffer_names if getattr(self, name, None) is not None]
+        return own + [(f"{prefix}.{name}", v) for prefix, child in self.children() for name, v in child.named_buffers()]
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """The output shape for ``input_shape``, or a ValueError naming this layer."""
@@ -197,6 +206,30 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+#: The default of a size keyword (``Conv2D(..., in_channels=...)``) that was not passed.
+NOT_GIVEN = object()
+
+
+def constructor_sizes(owner: str, names: tuple, positional: tuple, keywords: dict, lazy_count: int,
+                      too_many: str, hint: str) -> dict:
+    """The sizes of a constructor that may infer its first one (Chainer's rule): exactly ``lazy_count``
+    positional arguments and no size keyword are ``names[1:]`` (the first inferred); otherwise positional
+    arguments fill ``names`` in order and keywords add to them. Returns ``{name: value}`` of those given."""
+    keywords = {name: value for name, value in keywords.items() if value is not NOT_GIVEN}
+    if len(positional) == lazy_count and not keywords:
+        return dict(zip(names[1:], positional))
+    if len(positional) > len(names):
+        raise TypeError(f"{owner}: takes at most {len(names)} positional {too_many}, got {len(positional)}")
+    given = dict(zip(names, positional))
+    for name in keywords:
+        if name in given:
+            raise TypeError(f"{owner}: got two values for {name} (positional and keyword)")
+    given.update(keywords)
+    if any(name not in given for name in names[1:lazy_count + 1]):
+        raise TypeError(f"{owner}: ambiguous or missing sizes {positional!r} (keywords {sorted(keywords)}); {hint}")
+    return given
 
 
 def layer_spec(layer: Layer) -> dict:

@@ -19,6 +19,7 @@ class BatchNorm2D(Layer):
 
     param_names = ("weight", "bias")
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    inferred_size = "num_features"
 
     def __init__(self, num_features: int | None = None, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True):
@@ -41,9 +42,6 @@ class BatchNorm2D(Layer):
     def init_buffers(self):
         return {"running_mean": np.zeros(self.num_features), "running_var": np.ones(self.num_features),
                 "num_batches_tracked": np.asarray(0, dtype=np.int64)}
-
-    def missing_sizes(self):
-        return [] if self.num_features is not None else ["num_features"]
 
     def infer(self, input_shape):
         if self.num_features is None:

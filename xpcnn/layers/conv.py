@@ -7,34 +7,10 @@ from ..functional.conv import conv_padding
 from .. import init
 from ..init import name_of as init_name
 from .activations import Activated, activation_layer
-from .base import Layer, check_ndim
+from .base import NOT_GIVEN, Layer, check_ndim, constructor_sizes
 
 
-_GIVEN = object()       # marks a size not passed as a keyword
-
-
-def _conv_sizes(sizes: tuple, in_channels, out_channels, kernel_size):
-    """Chainer's rule for Conv2D's sizes: two positional arguments are (out_channels, kernel_size), the input
-    channels inferred; three or more are PyTorch's (in_channels, out_channels, kernel_size, stride, padding,
-    dilation, groups, bias). Keywords name the sizes explicitly. Returns (in, out, kernel, extra positionals)."""
-    keywords = {name: value for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                                                ("kernel_size", kernel_size)) if value is not _GIVEN}
-    if len(sizes) == 2 and not keywords:
-        return None, sizes[0], sizes[1], {}
-    if len(sizes) > 8:
-        raise TypeError(f"Conv2D: takes at most 8 positional arguments, got {len(sizes)}")
-    names = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
-    given = dict(zip(names, sizes))
-    for name in keywords:
-        if name in given:
-            raise TypeError(f"Conv2D: got two values for {name} (positional and keyword)")
-    given.update(keywords)
-    if "out_channels" not in given or "kernel_size" not in given:
-        raise TypeError(f"Conv2D: ambiguous or missing sizes {sizes!r} (keywords {sorted(keywords)}); write "
-                        "Conv2D(out_channels, kernel_size) to infer the input channels, or "
-                        "Conv2D(in_channels, out_channels, kernel_size)")
-    extra = {name: given[name] for name in names[3:] if name in given}
-    return given.get("in_channels"), given["out_channels"], given["kernel_size"], extra
+_NAMES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias")
 
 
 class Conv2D(Activated, Layer):
@@ -54,17 +30,22 @@ class Conv2D(Activated, Layer):
     """
 
     param_names = ("weight", "bias")
+    inferred_size = "in_channels"
 
     def __init__(self, *sizes, stride=1, padding=0, dilation=1, groups: int = 1, bias: bool = True,
                  weight_init="torch_default", bias_init="torch_default", activation=None,
-                 in_channels=_GIVEN, out_channels=_GIVEN, kernel_size=_GIVEN):
+                 in_channels=NOT_GIVEN, out_channels=NOT_GIVEN, kernel_size=NOT_GIVEN):
         super().__init__()
-        in_channels, out_channels, kernel_size, extra = _conv_sizes(sizes, in_channels, out_channels, kernel_size)
-        if extra:                                   # PyTorch's positional order after kernel_size
-            given = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "bias": bias}
-            given.update(extra)
-            stride, padding, dilation, groups, bias = (given[key] for key in ("stride", "padding", "dilation",
-                                                                               "groups", "bias"))
+        # Chainer's rule: two positional sizes are (out_channels, kernel_size); three or more are PyTorch's
+        # (in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        given = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups, "bias": bias}
+        given.update(constructor_sizes(
+            "Conv2D", _NAMES, sizes, {"in_channels": in_channels, "out_channels": out_channels,
+                                      "kernel_size": kernel_size}, 2, "arguments",
+            "write Conv2D(out_channels, kernel_size) to infer the input channels, or "
+            "Conv2D(in_channels, out_channels, kernel_size)"))
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias = (
+            given.get(name) for name in _NAMES)
         name = f"Conv2D({'?' if in_channels is None else in_channels}->{out_channels})"
         checks.positive_int(name, "out_channels", out_channels)
         checks.positive_int(name, "groups", groups)
@@ -90,9 +71,6 @@ class Conv2D(Activated, Layer):
             raise ValueError(f"{name}: groups={self.groups} must divide in_channels={in_channels} "
                              f"and out_channels={self.out_channels}")
         self.in_channels = in_channels
-
-    def missing_sizes(self):
-        return [] if self.in_channels is not None else ["in_channels"]
 
     def infer(self, input_shape):
         if self.in_channels is None:
@@ -130,11 +108,6 @@ class Conv2D(Activated, Layer):
 
     def backward(self, dy, need_dx=True):
         return self._keep_gradients(conv2d_backward(self._deactivate(dy), self.cache, need_dx=need_dx))
-
-    def train(self, mode=True):
-        if self.activation is not None:
-            self.activation.train(mode)
-        return super().train(mode)
 
     def extra_repr(self):
         return f"{'?' if self.in_channels is None else self.in_channels}->{self.out_channels}"

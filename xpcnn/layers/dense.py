@@ -8,30 +8,7 @@ from ..checks import positive_int
 from .. import init
 from ..init import name_of as init_name
 from .activations import Activated, activation_layer
-from .base import Layer
-
-
-_GIVEN = object()       # marks a size not passed as a keyword
-
-
-def _dense_sizes(sizes: tuple, in_features, out_features):
-    """``Dense(out_features)`` infers in_features (as Chainer's Linear(out_size)); ``Dense(in, out)`` is
-    torch.nn.Linear's order; keywords name them. Returns (in_features or None, out_features)."""
-    keywords = {name: value for name, value in (("in_features", in_features), ("out_features", out_features))
-                if value is not _GIVEN}
-    if len(sizes) == 1 and not keywords:
-        return None, sizes[0]
-    if len(sizes) > 2:
-        raise TypeError(f"Dense: takes at most 2 positional sizes (in_features, out_features), got {len(sizes)}")
-    given = dict(zip(("in_features", "out_features"), sizes))
-    for name in keywords:
-        if name in given:
-            raise TypeError(f"Dense: got two values for {name} (positional and keyword)")
-    given.update(keywords)
-    if "out_features" not in given:
-        raise TypeError(f"Dense: ambiguous or missing sizes {sizes!r} (keywords {sorted(keywords)}); write "
-                        "Dense(out_features) to infer the input size, or Dense(in_features, out_features)")
-    return given.get("in_features"), given["out_features"]
+from .base import NOT_GIVEN, Layer, constructor_sizes
 
 
 class Dense(Activated, Layer):
@@ -44,11 +21,17 @@ class Dense(Activated, Layer):
     (``"torch_default"``); any initialiser of :mod:`xpcnn.init` can be chosen instead."""
 
     param_names = ("weight", "bias")
+    inferred_size = "in_features"
 
     def __init__(self, *sizes, bias: bool = True, weight_init="torch_default", bias_init="torch_default",
-                 activation=None, in_features=_GIVEN, out_features=_GIVEN):
+                 activation=None, in_features=NOT_GIVEN, out_features=NOT_GIVEN):
         super().__init__()
-        in_features, out_features = _dense_sizes(sizes, in_features, out_features)
+        # Chainer's Linear(out_size) rule: one positional size is out_features; two are (in, out)
+        given = constructor_sizes("Dense", ("in_features", "out_features"), sizes,
+                                  {"in_features": in_features, "out_features": out_features}, 1,
+                                  "sizes (in_features, out_features)",
+                                  "write Dense(out_features) to infer the input size, or Dense(in_features, out_features)")
+        in_features, out_features = given.get("in_features"), given["out_features"]
         name = f"Dense({'?' if in_features is None else in_features}->{out_features})"
         positive_int(name, "out_features", out_features)
         if in_features is not None:
@@ -58,9 +41,6 @@ class Dense(Activated, Layer):
         self.bias_init = init.get(name, "bias_init", bias_init)
         self.activation = activation_layer(name, activation)
         self.weight = self.bias = None
-
-    def missing_sizes(self):
-        return [] if self.in_features is not None else ["in_features"]
 
     def infer(self, input_shape):
         if self.in_features is None:
@@ -89,11 +69,6 @@ class Dense(Activated, Layer):
 
     def backward(self, dy, need_dx=True):
         return self._keep_gradients(linear_backward(self._deactivate(dy), self.cache, need_dx=need_dx))
-
-    def train(self, mode=True):
-        if self.activation is not None:
-            self.activation.train(mode)
-        return super().train(mode)
 
     def extra_repr(self):
         return f"{'?' if self.in_features is None else self.in_features}->{self.out_features}"

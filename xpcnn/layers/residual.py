@@ -70,21 +70,6 @@ class Residual(Layer):
         return through_block + through_shortcut if need_dx else None
 
     # ------------------------------------------------------------------ state
-    def named_parameters(self):
-        return [(f"{prefix}.{name}", p) for prefix, child in self.children() for name, p in child.named_parameters()]
-
-    def named_buffers(self):
-        return [(f"{prefix}.{name}", v) for prefix, child in self.children() for name, v in child.named_buffers()]
-
-    def buffer_slots(self):
-        return [(f"{prefix}.{key}", owner, attr) for prefix, child in self.children()
-                for key, owner, attr in child.buffer_slots()]
-
-    def train(self, mode: bool = True) -> "Residual":
-        for _, child in self.children():
-            child.train(mode)
-        return super().train(mode)
-
     def to(self, backend) -> "Residual":
         for _, child in self.children():
             child.to(backend)
@@ -99,7 +84,7 @@ class Residual(Layer):
         return cls(build(config["block"]), None if config.get("shortcut") is None else build(config["shortcut"]))
 
     def summary_rows(self, prefix, input_shape):
-        rows, out = [], tuple(input_shape)
+        rows = []
         for name, child in self.children():
             child_rows, _ = child.summary_rows(f"{prefix}.{name}", tuple(input_shape))
             rows += child_rows
