@@ -31,7 +31,7 @@ from xpcnn import functional as F
 from xpcnn import optim
 from xpcnn.backend import resolve, synchronize, to_backend, to_numpy
 from xpcnn.testing import torch_twin
-from xpcnn.zoo import lenet, vgg_small
+from xpcnn.zoo import lenet, resnet20, vgg_small
 
 
 @dataclass
@@ -186,6 +186,7 @@ def cases(quick: bool = False) -> list[Case]:
     steps = [
         _step_case("LeNet step b64", lambda b: lenet(seed=0, dropout=0.0, backend=b), (1, 28, 28), 64),
         _step_case("VGG-small step b32", lambda b: vgg_small(seed=0, dropout=0.0, backend=b), (3, 32, 32), 32),
+        _step_case("ResNet-20 step b128", lambda b: resnet20(seed=0, backend=b), (3, 32, 32), 128 // scale),
     ]
     scaling = [_step_case(f"LeNet step b{n}", lambda b: lenet(seed=0, dropout=0.0, backend=b), (1, 28, 28), n,
                           group="scaling") for n in (16, 32, 64, 128, 256)]
@@ -263,14 +264,20 @@ def python_overhead_ms(backend) -> float:
     return statistics.median(times)
 
 
-def readiness(torch) -> list[dict]:
+#: (name, builder, input shape, step batch, fit batch): the fit counts are per batch whatever its size, so
+#: ResNet-20's 60-batch fits run at batch 8 (its step, counted at 128, is the figure of interest)
+READINESS_MODELS = (("LeNet b64", lenet, (1, 28, 28), 64, 64), ("VGG-small b32", vgg_small, (3, 32, 32), 32, 32),
+                    ("ResNet-20 b128", resnet20, (3, 32, 32), 128, 8))
+
+
+def readiness(torch, models=READINESS_MODELS) -> list[dict]:
     """GPU-readiness figures of a training step on the torch backend (CPU tensors count exactly as GPU ones):
     device-to-host reads per step and per fit batch, host-to-device copies per step, kernel launches per
     step against torch.nn + autograd + torch.optim.Adam(foreach=True) for the same model."""
     from xpcnn.testing import KernelLaunches, Transfers
     from xpcnn.train.loop import _batch_loss
     rows = []
-    for name, builder, shape, n in (("LeNet b64", lenet, (1, 28, 28), 64), ("VGG-small b32", vgg_small, (3, 32, 32), 32)):
+    for name, builder, shape, n, fit_n in models:
         model = builder(seed=0, backend="torch")
         optimizer = optim.Adam(model.parameters())
         rng = np.random.default_rng(0)
@@ -291,12 +298,12 @@ def readiness(torch) -> list[dict]:
         with Transfers() as transfers, KernelLaunches() as launches, config.using(few_launches="on"):
             step()
         batches = 60                                       # an epoch of 60 batches at fit's default log_every
-        data_x, data_y = np.repeat(x, batches, axis=0), np.repeat(y, batches)
+        data_x, data_y = np.repeat(x[:fit_n], batches, axis=0), np.repeat(y[:fit_n], batches)
         with Transfers() as fitting:                       # the data set fits on the device: copied once
-            model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=n, verbose=0)
+            model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=fit_n, verbose=0)
         # batches from the host, copied inline (torch's modes see one thread; the prefetch thread copies the same)
         with Transfers() as host_fitting, config.using(device_data_bytes=1, prefetch_batches=0):
-            model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=n, verbose=0)
+            model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=fit_n, verbose=0)
         twin = torch_twin(builder(seed=0), torch, "cpu", torch.float32)
         twin_optimizer = torch.optim.Adam(twin.parameters(), foreach=True)
         xt, yt = torch.tensor(x), torch.tensor(y)
@@ -318,15 +325,19 @@ def readiness(torch) -> list[dict]:
     return rows
 
 
-def machine_info(backend, torch, device) -> dict:
-    cpu = platform.processor() or ""
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or ""
+
+
+def machine_info(backend, torch, device) -> dict:
+    cpu = cpu_name()
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),

@@ -12,14 +12,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "xpcnn"
 
 #: module (or package prefix) -> floor; a module takes the floor of its longest listed prefix.
 FLOORS = {
-    "xpcnn.backend": 0, "xpcnn.config": 0, "xpcnn.checks": 0, "xpcnn._files": 0,
+    "xpcnn.backend": 0, "xpcnn.config": 0, "xpcnn.checks": 0, "xpcnn._files": 0, "xpcnn._version": 0,
     "xpcnn.datasets": 1, "xpcnn.init": 1,
     "xpcnn.functional": 2, "xpcnn.reference": 2, "xpcnn.gradcheck": 2,
     "xpcnn.layers": 3,
-    "xpcnn.optim": 4, "xpcnn.checkpoint": 4,
+    "xpcnn.optim": 4, "xpcnn.checkpoint": 4, "xpcnn.distributed": 4,
     "xpcnn.train": 5, "xpcnn.callbacks": 5, "xpcnn.plots": 5, "xpcnn.viz": 5,
     "xpcnn.model": 6,
-    "xpcnn.testing": 7, "xpcnn.zoo": 7, "xpcnn.models": 7, "xpcnn.teach": 7,
+    "xpcnn.testing": 7, "xpcnn.zoo": 7, "xpcnn.export": 7, "xpcnn.models": 7, "xpcnn.teach": 7,
     "xpcnn.cli": 8, "xpcnn.__main__": 8, "xpcnn": 8,
 }
 TORCH_ALLOWED = {"xpcnn.backend", "xpcnn.testing"}

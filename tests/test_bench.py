@@ -4,6 +4,7 @@ import json
 import pytest
 
 from benchmarks import harness as bench
+from xpcnn.zoo import resnet8
 
 
 def test_harness_writes_json_and_markdown(tmp_path):
@@ -47,8 +48,8 @@ def test_ratio_spread_comes_from_the_paired_blocks(monkeypatch):
 
 def test_readiness_reports_reads_copies_and_launches_per_step():
     torch = pytest.importorskip("torch")
-    rows = bench.readiness(torch)
-    assert [r["model"] for r in rows] == ["LeNet b64", "VGG-small b32"]
+    rows = bench.readiness(torch, bench.READINESS_MODELS[:2] + (("ResNet-8 b4", resnet8, (3, 32, 32), 4, 4),))
+    assert [r["model"] for r in rows] == ["LeNet b64", "VGG-small b32", "ResNet-8 b4"]
     for row in rows:
         assert row["reads_per_step"] == 0                        # no device-to-host read in a training step
         assert 0 < row["reads_per_fit_batch"] <= 0.25            # one read per 50 steps and at the epoch's end

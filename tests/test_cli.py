@@ -111,7 +111,7 @@ def test_backends_lists_every_backend():
     (("train", "--epochs", "abc"), "argument --epochs: expected an integer, got 'abc' (see: xpcnn train --help)"),
     (("train", "--seed", "-5"), "argument --seed: expected an integer >= 0, got -5"),
     (("train", "--lr", "inf"), "argument --lr: expected a positive finite number, got inf"),
-    (("train", "--data", "/no/such/dir"), "--data must be sample, mnist, fashion-mnist or a directory"),
+    (("train", "--data", "/no/such/dir"), "--data must be sample, mnist, fashion-mnist, cifar10 or a directory"),
     (("evaluate", "missing.npz"), "checkpoint not found: missing.npz"),
     (("predict", "missing.npz", "x.png"), "checkpoint not found"),
     (("frobnicate",), "invalid choice: 'frobnicate'"),
@@ -193,7 +193,7 @@ def test_teach_lists_and_runs_examples():
     assert listing.returncode == 0
     assert [line.split()[0] for line in listing.stdout.splitlines()] == [
         "conv-mse", "conv-relu-dense-softmax", "conv-backprop", "pool-backprop", "handwritten-cnn",
-        "multichannel", "optimizers"]
+        "multichannel", "optimizers", "residual"]
     lesson = run("teach", "conv-mse", "--lr", "0.02", "--backend", "array_api_strict")
     assert lesson.returncode == 0, lesson.stderr
     assert "w11 = 0.1 - 0.02·(-6.5) = 0.23" in lesson.stdout
@@ -253,3 +253,48 @@ def test_ctrl_c_before_the_first_epoch_ends_leaves_no_folder_and_says_so(tmp_pat
     assert process.returncode == 130, stderr
     assert "interrupted before the first epoch ended; nothing was saved" in stderr
     assert not out.exists()
+
+
+def test_train_on_cifar10_files_with_a_resnet(tmp_path):
+    """`--data cifar10 --model resnet8` on a machine that has the data: here a few records written in the binary
+    version's format under $XPCNN_DATA/cifar10 (no download is attempted when the files are there)."""
+    from xpcnn.datasets import CIFAR10_CLASSES, write_cifar_binary
+    from xpcnn.datasets.cifar import CIFAR10_TEST, CIFAR10_TRAIN
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar10" / "cifar-10-batches-bin"
+    folder.mkdir(parents=True)
+    for name in CIFAR10_TRAIN + CIFAR10_TEST:
+        write_cifar_binary(folder / name, rng.integers(0, 256, (4, 3, 32, 32)).astype(np.uint8),
+                           rng.integers(0, 10, 4))
+    env = dict(os.environ, XPCNN_DATA=str(tmp_path / "data"))
+    result = subprocess.run([sys.executable, "-m", "xpcnn", "train", "--data", "cifar10", "--model", "resnet8",
+                             "--epochs", "1", "--batch-size", "8", "--no-progress", "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "training resnet8 on cifar10 (20 train / 4 test images)" in result.stdout
+    import xpcnn
+    checkpoint = xpcnn.load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert checkpoint.metadata["classes"] == list(CIFAR10_CLASSES)
+    assert checkpoint.metadata["image_shape"] == [3, 32, 32]
+    assert sum(int(np.prod(p.shape)) for p in checkpoint.model.parameters()) == 78042
+
+
+def test_export_writes_onnx_and_safetensors_that_match_the_checkpoint(trained, tmp_path):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import xpcnn
+    out, _ = trained
+    result = run("export", str(out / "checkpoint.npz"), "--onnx", str(tmp_path / "m.onnx"),
+                 "--safetensors", str(tmp_path / "m.safetensors"))
+    assert result.returncode == 0, result.stderr
+    assert "(input (batch, 1, 28, 28), opset 17)" in result.stdout
+    model = xpcnn.load(out / "checkpoint.npz")
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], model.predict(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(xpcnn.load(tmp_path / "m.safetensors").predict(x), model.predict(x))
+    nothing = run("export", str(out / "checkpoint.npz"), cwd=tmp_path)
+    assert nothing.returncode == 1 and "give --onnx OUT.onnx, --safetensors OUT.safetensors, or both" in nothing.stderr
+    wrong = run("export", str(out / "checkpoint.npz"), "--onnx", str(tmp_path / "m.txt"))
+    assert wrong.returncode == 1 and "--onnx: expected a file name ending in .onnx" in wrong.stderr
+    assert not (tmp_path / "m.txt").exists()

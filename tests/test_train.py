@@ -128,8 +128,8 @@ def test_early_stopping_and_metrics_log(digits, tmp_path):
 def test_fit_refuses_bad_arguments(digits):
     x, y = digits[0][:10], digits[1][:10]
     model = _model()
-    with pytest.raises(TypeError, match="optimizer must be an xpcnn.optim optimizer"):
-        model.fit(x, y, optimizer="adam")
+    with pytest.raises(TypeError, match="optimizer must be an xpcnn.optim optimizer or a name such as 'adam'"):
+        model.fit(x, y, optimizer=model.parameters())
     with pytest.raises(ValueError, match="x has 10 samples but y has 9"):
         model.fit(x, y[:9], optimizer=optim.Adam(model.parameters()))
     with pytest.raises(ValueError, match="loss must be one of cross_entropy, mse"):

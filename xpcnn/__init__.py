@@ -12,8 +12,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .layers import Parameter
 from .checkpoint import Checkpoint, CheckpointError
 from .model import Sequential, load, load_checkpoint
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "BACKEND_NAMES", "Backend", "BackendUnavailable", "get_backend", "set_backend", "use_backend",

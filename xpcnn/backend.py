@@ -291,6 +291,13 @@ class RandomStream:
     def state(self) -> dict:
         return {"seed": self.seed, "draws": self.draws, "host": self.host}
 
+    def split(self, number: int) -> "RandomStream":
+        """The stream of worker ``number`` of a data-parallel run: this stream for 0, for the others an
+        independent one keyed by (seed, number) far past any draw count, at the same draw count."""
+        if number == 0:
+            return self
+        return RandomStream(_mix(self.seed, (1 << 62) + int(number)), host=self.host, draws=self.draws)
+
     def set_state(self, state: dict) -> None:
         self.seed, self.draws, self.host = int(state["seed"]) & _MASK64, int(state["draws"]), bool(state["host"])
 
@@ -333,6 +340,31 @@ class RandomStream:
 def like(value: Any, reference: Any) -> Any:
     """``value`` (a host array, or any backend's) on ``reference``'s library and device, in its dtype."""
     return to_backend(value, backend_for(reference), dtype=dtype_name(reference))
+
+
+def staging_buffer(size: int, reference: Any) -> np.ndarray:
+    """A 1-D host buffer of ``size`` values in ``reference``'s dtype for a transport such as MPI: page-locked
+    (pinned) when ``reference`` lives on a GPU (CuPy, a CUDA tensor), so copies run at full bus speed and
+    can be reused step after step; ordinary memory otherwise."""
+    dtype = np.dtype(dtype_name(reference))
+    if _compat.is_cupy_array(reference):
+        return importlib.import_module("cupyx").empty_pinned((size,), dtype=dtype)
+    if _compat.is_torch_array(reference) and reference.device.type == "cuda":
+        torch = importlib.import_module("torch")
+        return torch.empty((size,), dtype=reference.dtype, pin_memory=True).numpy()
+    return np.empty((size,), dtype=dtype)
+
+
+def copy_to_host(array: Any, out: np.ndarray) -> np.ndarray:
+    """Copy the 1-D ``array`` (any backend's) into the host buffer ``out[:len(array)]``; returns that view."""
+    view = out[:int(array.shape[0])]
+    if _compat.is_cupy_array(array):
+        array.get(out=view)
+    elif _compat.is_torch_array(array):
+        importlib.import_module("torch").from_numpy(view).copy_(array.detach())
+    else:
+        np.copyto(view, to_numpy(array))
+    return view
 
 
 def on_gpu(array: Any) -> bool:

@@ -82,6 +82,8 @@ class MetricsLogger(Callback):
             raise ValueError(f"MetricsLogger: path must end in .csv or .json, got {self.path}")
 
     def on_epoch_end(self, trainer, epoch, logs):
+        if not getattr(trainer, "is_main", True):      # a distributed fit: rank 0 writes
+            return
         history = trainer.history.history
         if self.path.suffix == ".json":
             payload = json.dumps(history, indent=1).encode()

@@ -8,6 +8,10 @@ No pickle anywhere: arrays are stored as arrays and everything else as one JSON 
 the target and renamed into place, so an interrupted save leaves the previous file intact.
 
 Layout: ``meta`` (UTF-8 JSON as uint8), ``model.<key>`` (state_dict), ``optim.<i>.<name>``.
+
+Weights alone go to ``.safetensors`` (:func:`save_weights`, :func:`read_weights`): the state dict under
+PyTorch's key names, readable by PyTorch, JAX and the Hugging Face hub without running code, with the
+architecture and the xpcnn version as JSON in the file's metadata.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from . import optim as O
 from ._files import atomic_write_bytes
+from ._version import __version__
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
@@ -79,7 +84,8 @@ def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None
     }
     if optimizer is not None:
         state = optimizer.state_dict()
-        meta["optimizer"] = {"type": state["type"], "step": state["step"], "hyper": state["hyper"]}
+        meta["optimizer"] = {"type": state["type"], "step": state["step"], "hyper": state["hyper"],
+                             "groups": state["groups"]}
         arrays.update({f"optim.{key}": value for key, value in state["state"].items()})
     if scheduler is not None:
         if type(scheduler).__name__ not in O.SCHEDULERS:
@@ -92,12 +98,61 @@ def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
+def save_weights(model, path: str | os.PathLike) -> pathlib.Path:
+    """Write ``model``'s state dict to a ``.safetensors`` file atomically, with ``{"format": "xpcnn",
+    "xpcnn_version": ..., "architecture": <the spec as JSON>}`` as its metadata; returns the path."""
+    from safetensors.numpy import save as encode
+
+    path = pathlib.Path(path)
+    spec = json.dumps(model.spec())                     # refuses an unregistered layer before anything is written
+    tensors = {key: np.ascontiguousarray(value) for key, value in model.state_dict().items()}
+    payload = encode(tensors, metadata={"format": "xpcnn", "xpcnn_version": __version__, "architecture": spec})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, payload)
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors (as NumPy arrays) and the metadata of any ``.safetensors`` file, checked for damage."""
+    from safetensors import safe_open
+
+    path = _existing(pathlib.Path(path), ".safetensors")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:    # any failure to parse an untrusted file is a damaged file
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupted?): "
+                              f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+    return tensors, metadata
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """The architecture spec and the state dict of a ``.safetensors`` file written by :func:`save_weights`."""
+    tensors, metadata = read_tensors(path)
+    if "architecture" not in metadata:
+        raise CheckpointError(f"{path}: the safetensors file has no xpcnn architecture in its metadata (written by "
+                              "another program?); build the model and call model.load_state_dict(tensors)")
+    try:
+        spec = json.loads(metadata["architecture"])
+        if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list):
+            raise ValueError("no list of layers")
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: the architecture in the file's metadata is damaged: {exc}") from None
+    return spec, tensors
+
+
+def _existing(path: pathlib.Path, suffix: str) -> pathlib.Path:
+    """``path`` if it is a file; else the CheckpointError for a missing path or a folder."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         hint = f" (did you mean {path / 'checkpoint.npz'}?)" if (path / "checkpoint.npz").is_file() else ""
-        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file (.npz){hint}")
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file ({suffix}){hint}")
+    return path
+
+
+def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
+    _existing(path, ".npz")
     with path.open("rb") as handle:
         magic = handle.read(4)
     if magic[:2] != b"PK":           # every .npz is a zip archive
@@ -135,8 +190,9 @@ def read(path: str | os.PathLike) -> SavedRun:
                                                     if key.startswith("optim.")}}
     try:
         spec = {"dtype": meta["dtype"], "layers": meta["layers"]}
-        if "dropout_rng" in meta:
-            spec["dropout_rng"] = meta["dropout_rng"]
+        for key in ("dropout_rng", "input_shape"):
+            if key in meta:
+                spec[key] = meta[key]
         return SavedRun(path, spec,
                         {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")},
                         meta["model_rng"], bool(meta.get("training", True)), int(meta.get("epoch") or 0),
@@ -154,9 +210,14 @@ def restore_optimizer(saved: SavedRun, params) -> O.Optimizer | None:
     try:
         cls = {cls.__name__: cls for cls in O.OPTIMIZERS.values()}[spec["type"]]
         hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["hyper"].items()}
+        params = list(params)
+        groups = spec.get("groups")
+        if groups and len(groups) > 1:
+            params = [{**{k: tuple(v) if isinstance(v, list) else v for k, v in group.items() if k != "params"},
+                       "params": [params[i] for i in group["params"]]} for group in groups]
         optimizer = cls(params, **hyper)
         optimizer.load_state_dict(spec)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CheckpointError(f"{saved.path}: the optimizer state cannot be restored: {exc}") from None
     return optimizer
 

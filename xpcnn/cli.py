@@ -1,4 +1,4 @@
-"""The ``xpcnn`` command line: train, evaluate, predict, backends.
+"""The ``xpcnn`` command line: train, evaluate, predict, export, teach, viz, backends.
 
 Every failure the user can cause (a wrong argument, a missing file, an unknown backend) is
 one line on stderr and a non-zero exit, never a traceback.
@@ -25,18 +25,28 @@ class CommandError(Exception):
 
 # ----------------------------------------------------------------------------- data
 def load_data(spec: str, download: bool = True):
-    """``sample`` (bundled), ``mnist`` / ``fashion-mnist`` (cached under ~/.cache/xpcnn), or a directory of IDX files."""
+    """``sample`` (bundled), ``mnist`` / ``fashion-mnist`` / ``cifar10`` (cached under ~/.cache/xpcnn), or a
+    directory of IDX files."""
     from . import datasets
 
     if spec == "sample":
         return datasets.load_mnist_sample()
+    root = pathlib.Path(os.environ.get("XPCNN_DATA", pathlib.Path.home() / ".cache" / "xpcnn")) / spec
     if spec in datasets.SOURCES:
-        root = pathlib.Path(os.environ.get("XPCNN_DATA", pathlib.Path.home() / ".cache" / "xpcnn")) / spec
         return datasets.load_mnist(root, kind=spec, download=download)
+    if spec == "cifar10":
+        return datasets.load_cifar10(root, download=download)
     path = pathlib.Path(spec)
     if not path.is_dir():
-        raise CommandError(f"--data must be sample, mnist, fashion-mnist or a directory of IDX files; {spec!r} is none")
+        raise CommandError(f"--data must be sample, mnist, fashion-mnist, cifar10 or a directory of IDX files; "
+                           f"{spec!r} is none")
     return datasets.load_mnist(path)
+
+
+def _class_names(data: str) -> list[str]:
+    from .datasets import CIFAR10_CLASSES
+
+    return list(CIFAR10_CLASSES) if data == "cifar10" else [str(c) for c in range(10)]
 
 
 def _prepare(images, labels, mean=None, std=None):
@@ -99,7 +109,7 @@ def _stretch_schedule(scheduler, epochs: int) -> str | None:
     if not isinstance(scheduler, CosineAnnealingLR) or scheduler.T_max == epochs:
         return None
     previous, scheduler.T_max = scheduler.T_max, epochs
-    scheduler.optimizer.lr = scheduler.lr_at(scheduler.epoch)
+    scheduler.apply()
     return (f"the cosine schedule now spans {epochs} epochs (was {previous}); "
             f"epoch {scheduler.epoch + 1} starts at lr {scheduler.optimizer.lr:.3g}")
 
@@ -111,6 +121,15 @@ def cmd_train(args) -> int:
     from .train import MetricsLogger, ModelCheckpoint
 
     backend = _backend(args.backend)
+    say, processes = print, ""
+    if args.distributed:
+        from . import distributed
+        threads = distributed.limit_threads(args.threads)
+        processes = f", {distributed.size()} processes of {threads} thread{'s' if threads > 1 else ''} each"
+        if not distributed.is_main():
+            say = _silent                                  # rank 0 prints, shows progress and writes files
+    elif args.threads is not None:
+        raise CommandError("--threads goes with --distributed (one process uses every core)")
     checkpoint, settings = _resumed(args, backend) if args.resume else (None, _settings(args, {}))
     out = _output_folder(args)
     (x_train, y_train), (x_test, y_test) = load_data(settings["data"], download=True)
@@ -119,7 +138,7 @@ def cmd_train(args) -> int:
     if checkpoint is not None:
         model, optimizer, scheduler = checkpoint.model, checkpoint.optimizer, checkpoint.scheduler
         stretched = _stretch_schedule(scheduler, settings["epochs"])
-        print(f"resuming {args.resume} after epoch {checkpoint.epoch} of {settings['epochs']}"
+        say(f"resuming {args.resume} after epoch {checkpoint.epoch} of {settings['epochs']}"
               + (f"; {stretched}" if stretched else ""))
     else:
         channels, size = x_train.shape[1], x_train.shape[2]
@@ -128,23 +147,24 @@ def cmd_train(args) -> int:
         scheduler = optim.CosineAnnealingLR(optimizer, T_max=settings["epochs"])
     checkpoint_path = out / "checkpoint.npz"
     metadata = {"data": settings["data"], "input_mean": mean, "input_std": std,
-                "image_shape": list(x_train.shape[1:]), "classes": [str(c) for c in range(10)], "run": settings}
+                "image_shape": list(x_train.shape[1:]), "classes": _class_names(settings["data"]), "run": settings}
     if args.trace_first_batch:
         from .teach import trace
         count = min(settings["batch_size"], 4)
-        print(trace(model, x_train[:count], y_train[:count], optimizer=optimizer))
-    print(f"training {settings['model']} on {settings['data']} ({len(x_train)} train / {len(x_test)} test images) "
-          f"with backend {backend.name}, {settings['epochs']} epochs, batch {settings['batch_size']}, "
-          f"{type(optimizer).__name__} lr {optimizer.lr:g}")
+        say(trace(model, x_train[:count], y_train[:count], optimizer=optimizer))
+    say(f"training {settings['model']} on {settings['data']} ({len(x_train)} train / {len(x_test)} test images) "
+        f"with backend {backend.name}{processes}, {settings['epochs']} epochs, batch {settings['batch_size']}, "
+        f"{type(optimizer).__name__} lr {optimizer.lr:g}")
     augment = None if args.no_augment else RandomShift(2)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    created = say is print and not out.exists()
+    if say is print:
+        out.mkdir(parents=True, exist_ok=True)
     callbacks = [ModelCheckpoint(checkpoint_path, metadata), MetricsLogger(out / "metrics.csv")]
     try:
         history = model.fit(x_train, y_train, optimizer=optimizer, scheduler=scheduler, epochs=settings["epochs"],
                             batch_size=settings["batch_size"], validation_data=(x_test, y_test),
                             seed=settings["seed"], callbacks=callbacks, progress=not args.no_progress,
-                            augment=augment, resume=checkpoint)
+                            augment=augment, resume=checkpoint, distributed=args.distributed)
     except BaseException as exc:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()                                   # a run stopped before its first epoch leaves nothing
@@ -156,12 +176,18 @@ def cmd_train(args) -> int:
         else:
             print("\ninterrupted before the first epoch ended; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if say is not print:
+        return 0
     scores = model.evaluate(x_test, y_test)
     print(f"test accuracy {scores['accuracy']:.4f}  test loss {scores['loss']:.4f}")
     print(f"checkpoint: {checkpoint_path}\nmetrics:    {out / 'metrics.csv'}")
     from .plots import plot_history
     print(f"curves:     {plot_history(history.history, out / 'curves.png')}")
     return 0
+
+
+def _silent(*args, **kwargs) -> None:
+    """print on the processes of a distributed run other than rank 0."""
 
 
 def cmd_evaluate(args) -> int:
@@ -175,6 +201,29 @@ def cmd_evaluate(args) -> int:
     scores = checkpoint.model.evaluate(x_test, y_test)
     print(f"{args.checkpoint}: {len(x_test)} test images from {data}: accuracy {scores['accuracy']:.4f}  "
           f"loss {scores['loss']:.4f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    import xpcnn
+
+    if not args.onnx and not args.safetensors:
+        raise CommandError("give --onnx OUT.onnx, --safetensors OUT.safetensors, or both")
+    for option, path, suffix in (("--onnx", args.onnx, ".onnx"), ("--safetensors", args.safetensors, ".safetensors")):
+        if path and not path.endswith(suffix):
+            raise CommandError(f"{option}: expected a file name ending in {suffix}, got {path!r}")
+    checkpoint = xpcnn.load_checkpoint(args.checkpoint, "numpy")
+    model = checkpoint.model
+    if args.onnx:
+        from .export import to_onnx
+        shape = model.input_shape or checkpoint.metadata.get("image_shape")
+        if shape is None:
+            raise CommandError(f"{args.checkpoint}: the checkpoint does not record the input shape, so the ONNX "
+                               "graph's input is unknown; export from Python with to_onnx(model, path, input_shape=...)")
+        print(f"wrote {to_onnx(model, args.onnx, input_shape=tuple(shape), opset=args.opset)} "
+              f"(input (batch, {', '.join(map(str, shape))}), opset {args.opset})")
+    if args.safetensors:
+        print(f"wrote {model.save(args.safetensors)}")
     return 0
 
 
@@ -389,8 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=positive_number, default=None,
                        help=f"initial learning rate, annealed to 0 by a cosine schedule (default: {d['lr']:g})")
     train.add_argument("--optimizer", default=None, choices=sorted(OPTIMIZERS), help=f"(default: {d['optimizer']})")
-    train.add_argument("--data", default=None, help="sample (bundled), mnist, fashion-mnist, or a directory "
-                       "of IDX files (mnist and fashion-mnist are downloaded to ~/.cache/xpcnn, or $XPCNN_DATA) "
+    train.add_argument("--data", default=None, help="sample (bundled), mnist, fashion-mnist, cifar10, or a "
+                       "directory of IDX files (mnist, fashion-mnist and cifar10 are downloaded to ~/.cache/xpcnn, "
+                       "or $XPCNN_DATA; use --model resnet8 or resnet20 for cifar10) "
                        f"(default: {d['data']})")
     train.add_argument("--out", default=None, help="output folder (default: runs/<timestamp>, or the resumed "
                        "checkpoint's folder)")
@@ -398,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"seed of the initial weights, data order, dropout and shifts (default: {d['seed']})")
     train.add_argument("--resume", default=None, metavar="CKPT", help="continue the run that wrote CKPT (see below)")
     train.add_argument("--no-augment", action="store_true", help="no random shifts of the training images")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the processes of mpiexec (mpiexec -n 4 xpcnn train --distributed); "
+                       "--batch-size is then the global batch; rank 0 prints and writes the files")
+    train.add_argument("--threads", type=positive_count, default=None,
+                       help="with --distributed: BLAS threads per process (default: the machine's cores divided by "
+                       "the processes on it)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--trace-first-batch", action="store_true",
                        help="before training, print every layer's forward and backward arrays for 4 images "
@@ -409,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
     evaluate.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
+
+    export = commands.add_parser("export", help="a checkpoint as an ONNX graph and/or safetensors weights",
+                                 formatter_class=_Help)
+    export.add_argument("checkpoint", help="a .npz checkpoint written by xpcnn train or model.save")
+    export.add_argument("--onnx", default=None, metavar="OUT.onnx",
+                        help='the model in evaluation mode for ONNX Runtime (needs pip install "xpcnn[onnx]")')
+    export.add_argument("--safetensors", default=None, metavar="OUT.safetensors",
+                        help="the weights (PyTorch key names) with the architecture in the metadata")
+    export.add_argument("--opset", type=positive_count, default=17, help="ONNX opset, 13 to 21")
+    export.set_defaults(run=cmd_export)
 
     predict = commands.add_parser("predict", help="top-3 classes for images (any format Pillow reads, or .npy)",
                                   formatter_class=_Help)
@@ -455,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (CommandError, BackendUnavailable, CheckpointError, DataError, TrainingDiverged, ValueError, TypeError,
-            OSError) as exc:
+            OSError, ImportError) as exc:
         print(f"xpcnn {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

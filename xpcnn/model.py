@@ -8,6 +8,7 @@ This module owns the translation between a model and its architecture spec (``Se
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from typing import Any, Iterable, Iterator
 
@@ -148,11 +149,8 @@ class Sequential(Layer):
         Returns dL/dx, or None with ``input_grad=False`` (the first layer then skips its input gradient).
         """
         input_grad = input_grad if need_dx is None else need_dx
-        last = len(self.layers) - 1
         if checks.is_trusted():
-            for index in range(last, -1, -1):
-                dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
-            return dy if input_grad else None
+            return self._backward_layers(dy, input_grad)
         dy = self.prepare_input(dy, name="dy")
         if self._output is None:
             raise ValueError("Sequential: backward needs a forward pass first")
@@ -160,8 +158,16 @@ class Sequential(Layer):
             raise ValueError(f"Sequential: dy must have the shape of the last output {self._output}, "
                              f"got {tuple(dy.shape)}")
         with checks.trusted():
-            for index in range(last, -1, -1):
-                dy = self.layers[index].backward(dy, need_dx=input_grad or index > 0)
+            return self._backward_layers(dy, input_grad)
+
+    def _backward_layers(self, dy: Any, input_grad: bool) -> Any:
+        """The layers' backward passes, from the last down to the first that needs one: without ``input_grad``,
+        the layers below the lowest trainable one (a frozen backbone) are not run at all."""
+        lowest = 0
+        if not input_grad:
+            lowest = next((index for index, layer in enumerate(self.layers) if layer.trains()), len(self.layers))
+        for index in range(len(self.layers) - 1, lowest - 1, -1):
+            dy = self.layers[index].backward(dy, need_dx=input_grad or index > lowest)
         return dy if input_grad else None
     def prepare_input(self, x: Any, name: str = "x") -> Any:
         """Move a host (NumPy) array to the model's backend and dtype; refuse another backend's array."""
@@ -301,12 +307,20 @@ class Sequential(Layer):
         return train.predict(self, x, **kwargs)
 
     def save(self, path, **kwargs):
-        """Write a checkpoint (architecture, weights, optionally training state); see :func:`xpcnn.checkpoint.save`."""
+        """Write a checkpoint (architecture, weights, optionally training state; see :func:`xpcnn.checkpoint.save`),
+        or, for a path ending in ``.safetensors``, the weights with the architecture in the file's metadata
+        (:func:`xpcnn.checkpoint.save_weights`; readable by PyTorch and JAX)."""
+        if str(path).endswith(".safetensors"):
+            if kwargs:
+                raise ValueError(f"save: a .safetensors file holds the weights only, not {', '.join(sorted(kwargs))}; "
+                                 "save training state to a .npz checkpoint")
+            return checkpoint.save_weights(self, path)
         return checkpoint.save(self, path, **kwargs)
 
     def spec(self) -> dict:
-        """The architecture as JSON-able data: ``{"dtype": ..., "dropout_rng": ..., "layers": [{"type": ...,
-        "config": ...}, ...]}``; nested Sequentials and Residual blocks hold their layers' specs."""
+        """The architecture as JSON-able data: ``{"dtype": ..., "dropout_rng": ..., "input_shape": [...] (when
+        known), "layers": [{"type": ..., "config": ...}, ...]}``; nested Sequentials and Residual blocks hold
+        their layers' specs."""
         known = {**LAYER_TYPES, "Sequential": Sequential}
 
         def check(layer: Layer, where: str) -> None:
@@ -318,7 +332,8 @@ class Sequential(Layer):
 
         for index, layer in enumerate(self.layers):
             check(layer, str(index))
-        return {"dtype": self.dtype, "dropout_rng": self.dropout_rng, **self.config()}
+        shape = {} if self.input_shape is None else {"input_shape": list(self.input_shape)}
+        return {"dtype": self.dtype, "dropout_rng": self.dropout_rng, **shape, **self.config()}
 
     def config(self) -> dict:
         return {"layers": [layer_spec(layer) for layer in self.layers]}
@@ -333,12 +348,16 @@ class Sequential(Layer):
         known = {**LAYER_TYPES, "Sequential": cls}
 
         def build(entry: dict) -> Layer:
+            if entry["type"] == "SyncBatchNorm2D" and entry["type"] not in known:
+                importlib.import_module("xpcnn.distributed")         # registers it (mpi4py only when used)
+                known.update(LAYER_TYPES)
             if entry["type"] not in known:
                 raise ValueError(f"unknown layer type {entry['type']!r}")
             return known[entry["type"]].from_config(entry["config"], build)
 
+        shape = spec.get("input_shape")
         return cls([build(entry) for entry in spec["layers"]], backend=backend, dtype=spec["dtype"],
-                   dropout_rng=spec.get("dropout_rng", "device"))
+                   dropout_rng=spec.get("dropout_rng", "device"), input_shape=None if shape is None else tuple(shape))
 
     # ------------------------------------------------------------------ description
     def summary(self, input_shape: tuple | None = None) -> None:
@@ -395,13 +414,13 @@ def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = Non
     """The model, optimizer, schedule and training state of a checkpoint, on ``backend`` (default: the
     current backend), whichever backend saved it."""
     saved = checkpoint.read(path)
+    model = _rebuilt(saved.spec, backend, saved.path)
     try:
-        model = Sequential.from_spec(saved.spec, backend)
         model.rng.bit_generator.state = saved.model_rng
         if saved.noise is not None:
             model.noise.set_state(saved.noise)
     except (KeyError, TypeError, ValueError) as exc:
-        raise checkpoint.CheckpointError(f"{saved.path}: the architecture in the checkpoint cannot be rebuilt: "
+        raise checkpoint.CheckpointError(f"{saved.path}: the checkpoint's random state cannot be restored: "
                                          f"{exc}") from None
     try:
         model.load_state_dict(saved.model_state)
@@ -414,5 +433,22 @@ def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = Non
 
 
 def load(path: str | os.PathLike, backend: str | Backend | None = None) -> Sequential:
-    """The model stored in a checkpoint, on ``backend``."""
+    """The model stored in a checkpoint (``.npz``) or a ``.safetensors`` file written by ``model.save``, on
+    ``backend``."""
+    if str(path).endswith(".safetensors"):
+        spec, tensors = checkpoint.read_weights(path)
+        model = _rebuilt(spec, backend, path)
+        try:
+            model.load_state_dict(tensors)
+        except ValueError as exc:
+            problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
+            raise checkpoint.CheckpointError(f"{path}: the tensors do not fit the architecture: {problems}") from None
+        return model.eval()
     return load_checkpoint(path, backend).model
+
+
+def _rebuilt(spec: dict, backend, path) -> Sequential:
+    try:
+        return Sequential.from_spec(spec, backend)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"{path}: the architecture in the file cannot be rebuilt: {exc}") from None

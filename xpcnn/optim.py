@@ -55,6 +55,41 @@ def _follow(state: dict[str, Any], data: Any) -> None:
             state[name] = like(value, data)
 
 
+def _groups(owner: str, params) -> list[dict[str, Any]]:
+    """``params`` as a list of groups ``{"params": [Parameter, ...], ...}``, checked: every item a Parameter,
+    none in two places, no group empty."""
+    if isinstance(params, (Parameter, dict)):
+        params = [params]
+    items = list(params)
+    if not items:
+        raise ValueError(f"{owner}: got an empty parameter list")
+    if any(isinstance(item, dict) for item in items):
+        groups = []
+        for number, item in enumerate(items):
+            if not isinstance(item, dict) or "params" not in item:
+                raise TypeError(f"{owner}: parameter group {number} must be a dict with 'params' (do not mix "
+                                f"groups and bare parameters), got {type(item).__name__}")
+            members = item["params"]
+            members = [members] if isinstance(members, Parameter) else list(members)
+            if not members:
+                raise ValueError(f"{owner}: parameter group {number} has no parameters")
+            groups.append({**item, "params": members})
+    else:
+        groups = [{"params": items}]
+    seen: set[int] = set()
+    for number, group in enumerate(groups):
+        where = "" if len(groups) == 1 else f" of group {number}"
+        for index, p in enumerate(group["params"]):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{owner}: parameter {index}{where} is a {type(p).__name__}, not a Parameter; "
+                                "pass model.parameters()")
+            if id(p) in seen:
+                raise ValueError(f"{owner}: parameter {index}{where} appears twice; each parameter belongs to one "
+                                 "group, once")
+            seen.add(id(p))
+    return groups
+
+
 @dataclass
 class _Flat:
     """Parameters updated together: their indices, shapes and [start, stop) bounds in the flat arrays, the
@@ -68,27 +103,76 @@ class _Flat:
     state: dict[str, Any]
 
 
+class _Hyper:
+    """A hyper-parameter attribute (``optimizer.lr``, ``optimizer.momentum``, ...). It reads the parameter group
+    being updated (the first group outside a step). Setting it sets the default and every group that
+    did not give its own value, as a group's own ``lr`` stays its own."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return obj._group[self.name]
+
+    def __set__(self, obj, value):
+        obj.defaults[self.name] = value
+        for group, own in zip(obj.param_groups, obj._own_keys):
+            if self.name not in own:
+                group[self.name] = value
+
+
 class Optimizer:
-    """Base class: holds the parameters, the learning rate and lazily created per-parameter state."""
+    """Base class: holds the parameters (in groups, as torch.optim does), the hyper-parameters and lazily
+    created per-parameter state.
+
+    ``params`` is ``model.parameters()``, or a list of groups ``[{"params": [...], "lr": 0.01}, {"params":
+    [...]}]`` where a group's own values replace the constructor's (``optimizer.param_groups[i]["lr"]``
+    reads and sets them later). A parameter whose ``requires_grad`` is False (``layer.freeze()``) has no
+    gradient, and a step leaves it alone.
+    """
 
     possible_state: tuple[str, ...] = ()   # every per-parameter entry this class may keep
+    lr = _Hyper()
 
     @property
     def state_names(self) -> tuple[str, ...]:
         """The per-parameter arrays created as zeros on first use (for the current hyper-parameters)."""
         return ()
 
-    def __init__(self, params: Iterable[Parameter], lr: float):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        for index, p in enumerate(self.params):
-            if not isinstance(p, Parameter):
-                raise TypeError(f"{type(self).__name__}: parameter {index} is a {type(p).__name__}, not a Parameter; "
-                                "pass model.parameters()")
-        self.lr = _check(type(self).__name__, "lr", lr, 0.0)
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float):
+        owner = type(self).__name__
+        groups = _groups(owner, params)
+        self.params = [p for group in groups for p in group["params"]]
+        self.defaults: dict[str, Any] = {}
+        self._own_keys = [set(group) - {"params"} for group in groups]
+        self.param_groups = [dict(group) for group in groups]
+        self._group = self.param_groups[0]
+        self._group_indices: list[tuple[int, ...]] = []
+        start = 0
+        for group in groups:
+            self._group_indices.append(tuple(range(start, start + len(group["params"]))))
+            start += len(group["params"])
+        self.lr = _check(owner, "lr", lr, 0.0)
         self.step_count = 0
         self.state = [{} for _ in self.params]
+
+    def _check_groups(self) -> None:
+        """Check every group's own hyper-parameters as the constructor checks its arguments (subclasses call
+        this at the end of their constructor, once the defaults are set)."""
+        known = set(self.hyperparameters())
+        for index, own in enumerate(self._own_keys):
+            unknown = sorted(own - known)
+            if unknown:
+                raise ValueError(f"{type(self).__name__}: parameter group {index} sets {', '.join(unknown)}, which "
+                                 f"{type(self).__name__} does not have (it has {', '.join(sorted(known))})")
+            if own:
+                values = {**self.hyperparameters(), **{k: self.param_groups[index][k] for k in own}}
+                try:
+                    type(self)([Parameter(np.zeros(1))], **values)
+                except ValueError as exc:
+                    raise ValueError(f"parameter group {index}: {exc}") from None
 
     @property
     def state(self) -> list[dict[str, Any]]:
@@ -99,7 +183,7 @@ class Optimizer:
 
     @state.setter
     def state(self, states: list[dict[str, Any]]) -> None:
-        self._state, self._flat = states, None
+        self._state, self._flats = states, {}
         self._forget_places()
 
     def _forget_places(self) -> None:
@@ -116,10 +200,10 @@ class Optimizer:
         """Update every parameter that has a gradient. Gradients are checked first, so a NaN or a wrong
         shape leaves every parameter and every state unchanged.
 
-        The parameters that have a gradient are updated together when they share one library, device
-        and dtype (and one step count): their gradients are concatenated once, the update formula runs
-        once on flat arrays (a handful of kernel launches whatever the number of parameters), and each
-        ``p.data`` becomes its slice of the result (a view on NumPy, CuPy and PyTorch; a copy on JAX).
+        The parameters of a group that have a gradient are updated together when they share one library,
+        device and dtype (and one step count): their gradients are concatenated once, the update formula
+        runs once on flat arrays (a handful of kernel launches whatever the number of parameters), and
+        each ``p.data`` becomes its slice of the result (a view on NumPy, CuPy and PyTorch; a copy on JAX).
         Otherwise, or when a parameter has no gradient (it is skipped, as torch.optim skips it), each
         parameter is updated on its own, with the same formula.
         """
@@ -128,10 +212,18 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}: gradient {index} has shape {tuple(p.grad.shape)}, "
                                  f"its parameter {tuple(p.data.shape)}")
         self.step_count += 1
-        active = tuple(index for index, p in enumerate(self.params) if p.grad is not None)
-        flat = self._flat
+        try:
+            for number, (group, indices) in enumerate(zip(self.param_groups, self._group_indices)):
+                self._group = group
+                self._step_group(number, tuple(i for i in indices if self.params[i].grad is not None
+                                               and self.params[i].requires_grad))
+        finally:
+            self._group = self.param_groups[0]
+
+    def _step_group(self, number: int, active: tuple[int, ...]) -> None:
+        flat = self._flats.get(number)
         if flat is None or flat.indices != active or any(self.params[i].data is not self._written[i] for i in active):
-            flat = self._flatten(active)
+            flat = self._flatten(number, active)
         if flat is None:
             self._step_each(active)
             return
@@ -142,10 +234,10 @@ class Optimizer:
         for index, shape, (start, stop) in zip(active, flat.shapes, flat.bounds):
             self.params[index].data = self._written[index] = xp.reshape(flat.theta[start:stop], shape)
 
-    def _flatten(self, active: tuple[int, ...]) -> "_Flat | None":
-        """The flat arrays for the parameters ``active`` (and their state), or None when they cannot share
-        them: different libraries, devices or dtypes, or states of different histories."""
-        self._unflatten()
+    def _flatten(self, number: int, active: tuple[int, ...]) -> "_Flat | None":
+        """The flat arrays of group ``number`` for the parameters ``active`` (and their state), or None when
+        they cannot share them: different libraries, devices or dtypes, or states of different histories."""
+        self._unflatten(number)
         if not active:
             return None
         params = [self.params[i].data for i in active]
@@ -172,18 +264,20 @@ class Optimizer:
         flat_state["step"] = states[0].get("step", 0)
         for index in active:
             self._namespaces[index] = xp
-        self._flat = _Flat(active, [tuple(p.shape) for p in params], list(zip([0] + ends[:-1], ends)), xp, theta,
-                           flat_state)
-        return self._flat
+        flat = _Flat(active, [tuple(p.shape) for p in params], list(zip([0] + ends[:-1], ends)), xp, theta, flat_state)
+        self._flats[number] = flat
+        return flat
 
-    def _unflatten(self) -> None:
-        """Split the flat arrays of the last steps back into per-parameter state (views where the library has them)."""
-        flat, self._flat = self._flat, None
-        if flat is None:
-            return
-        for index, shape, (start, stop) in zip(flat.indices, flat.shapes, flat.bounds):
-            self._state[index] = {name: value if name == "step" else flat.xp.reshape(value[start:stop], shape)
-                                  for name, value in flat.state.items()}
+    def _unflatten(self, number: int | None = None) -> None:
+        """Split the flat arrays of the last steps (of group ``number``, or of all) back into per-parameter
+        state (views where the library has them)."""
+        for key in list(self._flats) if number is None else [number]:
+            flat = self._flats.pop(key, None)
+            if flat is None:
+                continue
+            for index, shape, (start, stop) in zip(flat.indices, flat.shapes, flat.bounds):
+                self._state[index] = {name: value if name == "step" else flat.xp.reshape(value[start:stop], shape)
+                                      for name, value in flat.state.items()}
 
     def _step_each(self, active: tuple[int, ...]) -> None:
         """The update of each parameter in ``active`` on its own (mixed devices or dtypes, or a parameter
@@ -225,11 +319,23 @@ class Optimizer:
     def hyperparameters(self) -> dict[str, Any]:
         return {"lr": self.lr}
 
+    def _hyperparameters_of(self, group: dict) -> dict[str, Any]:
+        previous, self._group = self._group, group
+        try:
+            return self.hyperparameters()
+        finally:
+            self._group = previous
+
     def state_dict(self) -> dict[str, Any]:
-        """Host copies: ``{"step": int, "hyper": {...}, "state": {"0.exp_avg": ndarray, ...}}``."""
+        """Host copies: ``{"step": int, "hyper": {...}, "groups": [...], "state": {"0.exp_avg": ndarray, ...}}``
+        (``hyper`` the defaults; ``groups`` each group's parameter indices and its own values)."""
         flat = {f"{i}.{name}": np.array(value if name == "step" else to_numpy(value), copy=True)
                 for i, state in enumerate(self.state) for name, value in state.items()}
-        return {"type": type(self).__name__, "step": self.step_count, "hyper": self.hyperparameters(), "state": flat}
+        own = [self._hyperparameters_of(group) for group in self.param_groups]
+        groups = [{"params": list(indices), **{k: v for k, v in values.items() if k in keys}}
+                  for indices, values, keys in zip(self._group_indices, own, self._own_keys)]
+        return {"type": type(self).__name__, "step": self.step_count, "hyper": self._hyperparameters_of(self.defaults),
+                "groups": groups, "state": flat}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; checked whole before anything changes."""
@@ -250,12 +356,29 @@ class Optimizer:
                 raise ValueError(f"{owner}.load_state_dict: {key!r} has shape {value.shape}, "
                                  f"its parameter {param.shape}")
             states[int(index_text)][name] = like(value, param.data)   # the parameter's own device and dtype
-        hyper = dict(saved.get("hyper", {}))
-        for name, value in hyper.items():
-            if not hasattr(self, name):
+        hyper = {name: tuple(value) if isinstance(value, list) else value
+                 for name, value in dict(saved.get("hyper", {})).items()}
+        known = set(self.hyperparameters())
+        for name in hyper:
+            if name not in known:
                 raise ValueError(f"{owner}.load_state_dict: unknown hyper-parameter {name!r}")
+        groups = saved.get("groups")
+        if groups is not None:
+            indices = [tuple(group.get("params", ())) for group in groups]
+            if indices != self._group_indices:
+                raise ValueError(f"{owner}.load_state_dict: the state has {len(groups)} parameter group(s) of sizes "
+                                 f"{[len(i) for i in indices]}, this optimizer {[len(i) for i in self._group_indices]}")
+            for group in groups:
+                for name in group:
+                    if name != "params" and name not in known:
+                        raise ValueError(f"{owner}.load_state_dict: unknown hyper-parameter {name!r}")
         for name, value in hyper.items():
-            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+            setattr(self, name, value)
+        for number, group in enumerate(groups or ()):
+            for name, value in group.items():
+                if name != "params":
+                    self.param_groups[number][name] = tuple(value) if isinstance(value, list) else value
+                    self._own_keys[number].add(name)
         self.state = states
         self.step_count = int(saved.get("step", 0))
 
@@ -266,6 +389,7 @@ class Optimizer:
 
 class SGD(Optimizer):
     possible_state = ("momentum_buffer",)   # starts as the first gradient, not as zeros
+    momentum, dampening, nesterov, weight_decay = _Hyper(), _Hyper(), _Hyper(), _Hyper()
 
     def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
@@ -276,6 +400,7 @@ class SGD(Optimizer):
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("SGD: nesterov=True needs momentum > 0 and dampening = 0")
         self.nesterov = bool(nesterov)
+        self._check_groups()
 
     def update(self, xp, theta, grad, state):
         if self.weight_decay:
@@ -295,6 +420,7 @@ class SGD(Optimizer):
 class Adagrad(Optimizer):
     possible_state = ("sum",)
     state_names = possible_state
+    lr_decay, weight_decay, eps = _Hyper(), _Hyper(), _Hyper()
 
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  eps: float = 1e-10):
@@ -302,6 +428,7 @@ class Adagrad(Optimizer):
         self.lr_decay = _check("Adagrad", "lr_decay", lr_decay, 0.0)
         self.weight_decay = _check("Adagrad", "weight_decay", weight_decay, 0.0)
         self.eps = _check("Adagrad", "eps", eps, 0.0)
+        self._check_groups()
 
     def update(self, xp, theta, grad, state):
         if self.weight_decay:
@@ -316,6 +443,7 @@ class Adagrad(Optimizer):
 
 class RMSprop(Optimizer):
     possible_state = ("square_avg", "momentum_buffer", "grad_avg")
+    alpha, eps, weight_decay, momentum, centered = _Hyper(), _Hyper(), _Hyper(), _Hyper(), _Hyper()
 
     @property
     def state_names(self):
@@ -330,6 +458,7 @@ class RMSprop(Optimizer):
         self.weight_decay = _check("RMSprop", "weight_decay", weight_decay, 0.0)
         self.momentum = _check("RMSprop", "momentum", momentum, 0.0, 1.0)
         self.centered = bool(centered)
+        self._check_groups()
 
     def update(self, xp, theta, grad, state):
         if self.weight_decay:
@@ -353,6 +482,7 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     possible_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     decoupled = False
+    betas, eps, weight_decay, amsgrad = _Hyper(), _Hyper(), _Hyper(), _Hyper()
 
     @property
     def state_names(self):
@@ -368,6 +498,7 @@ class Adam(Optimizer):
         self.eps = _check(owner, "eps", eps, 0.0)
         self.weight_decay = _check(owner, "weight_decay", weight_decay, 0.0)
         self.amsgrad = bool(amsgrad)
+        self._check_groups()
 
     def update(self, xp, theta, grad, state):
         beta1, beta2 = self.betas
@@ -418,35 +549,49 @@ OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, 
 
 # ---------------------------------------------------------------------------- schedules
 class LRScheduler:
-    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch."""
+    """Sets the learning rate of every parameter group from the epoch count; call ``step()`` once per epoch.
+    Each group's schedule starts from its own learning rate (``base_lrs``), as in torch.optim."""
 
     def __init__(self, optimizer: Optimizer):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: expected an xpcnn optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        self.base_lr = optimizer.defaults["lr"]
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.epoch = 0
 
-    def lr_at(self, epoch: int) -> float:
+    def lr_at(self, epoch: int, base_lr: float | None = None) -> float:
+        """The learning rate at ``epoch`` of a group that started at ``base_lr`` (default: the optimizer's)."""
         raise NotImplementedError
+
+    def apply(self) -> float:
+        """Set every group's learning rate for the current epoch; returns the first group's."""
+        self.optimizer.defaults["lr"] = self.lr_at(self.epoch, self.base_lr)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.lr_at(self.epoch, base)
+        return self.optimizer.lr
 
     def step(self) -> float:
         self.epoch += 1
-        self.optimizer.lr = self.lr_at(self.epoch)
-        return self.optimizer.lr
+        return self.apply()
 
     config_names: tuple[str, ...] = ()     # the constructor arguments other than the optimizer
+    needs_metric = False                   # step(metric) instead of step(): fit passes logs[self.monitor]
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments other than the optimizer (checkpoints rebuild the schedule from them)."""
         return {name: getattr(self, name) for name in self.config_names}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"type": type(self).__name__, "epoch": self.epoch, "base_lr": self.base_lr}
+        return {"type": type(self).__name__, "epoch": self.epoch, "base_lr": self.base_lr, "base_lrs": self.base_lrs}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.epoch, self.base_lr = int(saved["epoch"]), float(saved["base_lr"])
-        self.optimizer.lr = self.lr_at(self.epoch)
+        base_lrs = [float(v) for v in saved.get("base_lrs", [saved["base_lr"]] * len(self.base_lrs))]
+        if len(base_lrs) != len(self.base_lrs):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state has {len(base_lrs)} parameter "
+                             f"group(s), the optimizer {len(self.base_lrs)}")
+        self.epoch, self.base_lr, self.base_lrs = int(saved["epoch"]), float(saved["base_lr"]), base_lrs
+        self.apply()
 
 
 class StepLR(LRScheduler):
@@ -459,8 +604,8 @@ class StepLR(LRScheduler):
         self.step_size = positive_int("StepLR", "step_size", step_size)
         self.gamma = _check("StepLR", "gamma", gamma, 0.0)
 
-    def lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def lr_at(self, epoch, base_lr=None):
+        return (self.base_lr if base_lr is None else base_lr) * self.gamma ** (epoch // self.step_size)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -473,8 +618,110 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max = positive_int("CosineAnnealingLR", "T_max", T_max)
         self.eta_min = _check("CosineAnnealingLR", "eta_min", eta_min, 0.0)
 
-    def lr_at(self, epoch):
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+    def lr_at(self, epoch, base_lr=None):
+        base = self.base_lr if base_lr is None else base_lr
+        return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 
-SCHEDULERS = {cls.__name__: cls for cls in (StepLR, CosineAnnealingLR)}
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply every group's learning rate by ``factor`` (not below ``min_lr``) once ``monitor`` has not
+    improved for more than ``patience`` epochs, then wait ``cooldown`` epochs; torch.optim's rule and
+    defaults. Improvement means below ``best * (1 - threshold)`` in mode "min" with threshold_mode "rel"
+    (``best - threshold`` with "abs"; the mirror image in mode "max").
+
+    ``fit(..., scheduler=ReduceLROnPlateau(optimizer))`` steps it with ``logs[monitor]`` after each epoch
+    ("val_loss" by default, which needs validation data); ``step(metric)`` steps it by hand.
+    """
+
+    config_names = ("monitor", "mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr")
+    needs_metric = True
+    MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, optimizer, monitor: str = "val_loss", mode: str = "min", factor: float = 0.1,
+                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                 min_lr: float = 0.0):
+        super().__init__(optimizer)
+        owner = "ReduceLROnPlateau"
+        if monitor not in self.MONITORS:
+            raise ValueError(f"{owner}: monitor must be one of {', '.join(self.MONITORS)}, got {monitor!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"{owner}: mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"{owner}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.monitor, self.mode, self.threshold_mode = monitor, mode, threshold_mode
+        self.factor = _check(owner, "factor", factor, 0.0, 1.0, low_open=True)
+        self.patience = int(_check(owner, "patience", patience, 0))
+        self.threshold = _check(owner, "threshold", threshold, 0.0)
+        self.cooldown = int(_check(owner, "cooldown", cooldown, 0))
+        self.min_lr = _check(owner, "min_lr", min_lr, 0.0)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = self.cooldown_counter = 0
+
+    def _improves(self, value: float) -> bool:
+        sign = 1.0 if self.mode == "min" else -1.0
+        margin = abs(self.best) * self.threshold if self.threshold_mode == "rel" else self.threshold
+        if math.isinf(self.best):
+            return value * sign < self.best * sign
+        return value * sign < self.best * sign - margin
+
+    def step(self, metric: float | None = None) -> float:
+        if metric is None:
+            raise TypeError(f"ReduceLROnPlateau.step: pass the epoch's {self.monitor} (fit does)")
+        value = float(metric)
+        self.epoch += 1
+        if self._improves(value):
+            self.best, self.num_bad_epochs = value, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            for group in self.optimizer.param_groups:
+                group["lr"] = max(group["lr"] * self.factor, self.min_lr)
+            self.optimizer.defaults["lr"] = max(self.optimizer.defaults["lr"] * self.factor, self.min_lr)
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best": self.best, "num_bad_epochs": self.num_bad_epochs,
+                "cooldown_counter": self.cooldown_counter, "lrs": [group["lr"] for group in self.optimizer.param_groups]}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        lrs = [float(v) for v in saved["lrs"]]
+        if len(lrs) != len(self.optimizer.param_groups):
+            raise ValueError(f"ReduceLROnPlateau.load_state_dict: the state has {len(lrs)} parameter group(s), "
+                             f"the optimizer {len(self.optimizer.param_groups)}")
+        self.epoch, self.best = int(saved["epoch"]), float(saved["best"])
+        self.num_bad_epochs, self.cooldown_counter = int(saved["num_bad_epochs"]), int(saved["cooldown_counter"])
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.optimizer.defaults["lr"] = lrs[0]
+
+
+SCHEDULERS = {cls.__name__: cls for cls in (StepLR, CosineAnnealingLR, ReduceLROnPlateau)}
+
+
+# ---------------------------------------------------------------------------- gradients
+def clip_grad_norm(parameters: Iterable[Parameter], max_norm: float) -> Any:
+    """Scale the gradients so that their global L2 norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_`` does: with n = sqrt(Σ |g|²) over every gradient, each g is
+    multiplied by min(1, max_norm / (n + 1e-6)).
+
+    Everything stays on the device: one concatenation, one sum of squares, one scale factor, and no
+    value is read (a GPU does not synchronise). Returns n as a 0-d array of the gradients' library, or
+    None when no parameter has a gradient. Frozen parameters (``requires_grad=False``) have none.
+    """
+    max_norm = _check("clip_grad_norm", "max_norm", max_norm, 0.0, low_open=True)
+    params = [p for p in parameters if isinstance(p, Parameter) and p.grad is not None]
+    if not params:
+        return None
+    grads = [p.grad for p in params]
+    xp = array_api_compat.array_namespace(*grads)
+    dtype = grads[0].dtype
+    flat = _joined(xp, [xp.astype(g, dtype, copy=False) for g in grads])
+    norm = xp.sqrt(xp.sum(flat * flat))
+    factor = xp.minimum(max_norm / (norm + 1e-6), xp.ones_like(norm))
+    for p in params:
+        p.grad = p.grad * xp.astype(factor, p.grad.dtype, copy=False)
+    return norm

@@ -1,6 +1,7 @@
 """docs/errors.md quotes messages the code really produces: each quote is triggered here and compared."""
 import pathlib
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -197,14 +198,16 @@ def _files(tmp_path):
     return tmp_path
 
 
-def _fit_tiny(lr=0.1, verbose=0):
+def _fit_tiny(lr=0.1, verbose=0, optimizer=None, lr_again=None, plateau=False, **options):
     """Fit a 4-input, 3-class model for one epoch, with warnings raised as errors."""
     import warnings
     model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0)
+    chosen = optimizer or optim.SGD(model.parameters(), lr=lr)
+    if plateau:
+        options["scheduler"] = optim.ReduceLROnPlateau(chosen)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.fit(np.zeros((4, 1, 2, 2)), np.zeros(4, int), optimizer=optim.SGD(model.parameters(), lr=lr),
-                  verbose=verbose)
+        model.fit(np.zeros((4, 1, 2, 2)), np.zeros(4, int), optimizer=chosen, lr=lr_again, verbose=verbose, **options)
 
 
 def _cupy(monkeypatch, installed):
@@ -232,6 +235,50 @@ def _torch_cuda(monkeypatch):
     resolve("torch:cuda")
 
 
+class _TwoRanks:
+    """A stand-in communicator of 2 processes in which rank 1 holds another model; Abort raises."""
+
+    def Get_size(self):
+        return 2
+
+    def Get_rank(self):
+        return 1
+
+    def Allgather(self, mine, everyone):
+        everyone[0], everyone[1] = mine, mine ^ 1
+
+    def Abort(self, code):
+        raise RuntimeError("aborted")
+
+
+def _distributed(monkeypatch, case):
+    from xpcnn import distributed as D
+    if case == "no mpi":
+        monkeypatch.setitem(sys.modules, "mpi4py", None)
+        monkeypatch.setattr(D, "_communicator", None)
+        D.rank()
+    monkeypatch.setattr(D, "_communicator", _TwoRanks())
+    if case == "mismatch":
+        D.broadcast_parameters(xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0))
+    import contextlib
+    import io
+    stream = io.StringIO()
+    with contextlib.redirect_stderr(stream), contextlib.suppress(RuntimeError):
+        with D.abort_on_error("fit"):
+            raise ValueError("bad data on this process")
+    raise RuntimeError(stream.getvalue())
+
+
+TRIGGERS.update({
+    'xpcnn.distributed needs mpi4py and an MPI library: pip install "xpcnn[mpi]"':
+        lambda t, m: _distributed(m, "no mpi"),
+    "broadcast_parameters: the model on rank(s) 1 differs from rank 0's (names, shapes or dtypes)":
+        lambda t, m: _distributed(m, "mismatch"),
+    "fit (rank 1 of 2): error: ...": lambda t, m: _distributed(m, "abort"),
+    "--threads goes with --distributed": lambda t, m: _cli("train", "--threads", "2"),
+})
+
+
 TRIGGERS.update({
     "BackendUnavailable: backend 'cupy' is not installed": lambda t, m: _cupy(m, installed=False),
     "BackendUnavailable: backend 'cupy' is installed (CuPy ...) but no CUDA device can be used":
@@ -257,6 +304,25 @@ TRIGGERS.update({
     "...: not an image Pillow can read":
         lambda t, m: _cli("predict", str(_files(t) / "run" / "checkpoint.npz"), str(t / "text.png")),
     "fit: verbose must be 0 (silent) or 1 (a line per epoch)": lambda t, m: _fit_tiny(verbose=3),
+    "fit: optimizer must be an xpcnn.optim optimizer or one of sgd, adagrad, rmsprop, adam, adamw, got 'adams'":
+        lambda t, m: _fit_tiny(optimizer="adams"),
+    "fit: lr= goes with an optimizer given by name": lambda t, m: _fit_tiny(lr_again=0.5),
+    "fit: validation_split must be a fraction in (0, 1), got 1.5": lambda t, m: _fit_tiny(validation_split=1.5),
+    "fit: pass validation_data or validation_split, not both":
+        lambda t, m: _fit_tiny(validation_split=0.5, validation_data=(np.zeros((2, 1, 2, 2)), np.zeros(2, int))),
+    "parameter group 1: SGD: momentum must be in [0.0, 1.0), got 2.0": lambda t, m: optim.SGD(
+        [{"params": _model().parameters()[:2]}, {"params": _model().parameters()[2:], "momentum": 2.0}], lr=0.1),
+    "SGD: parameter group 0 sets betas, which SGD does not have":
+        lambda t, m: optim.SGD([{"params": _model().parameters(), "betas": (0.9, 0.99)}], lr=0.1),
+    "fit: ReduceLROnPlateau monitors 'val_loss', which needs validation_data or validation_split":
+        lambda t, m: _fit_tiny(plateau=True),
+    "DataError: load_cifar10: no CIFAR-10 batch files or cifar-10-binary.tar.gz in ...; pass download=True":
+        lambda t, m: datasets.load_cifar10(t, download=False),
+    "DataError: ...: N bytes is not a whole number of CIFAR-10 records of 3073 bytes":
+        lambda t, m: (t / "short.bin").write_bytes(bytes(100)) and datasets.read_cifar_binary(t / "short.bin"),
+    "DataError: ...: record 0 has label 57; CIFAR-10 labels are 0-9":
+        lambda t, m: (t / "c100.bin").write_bytes(bytes([57]) + bytes(3072)) and datasets.read_cifar_binary(
+            t / "c100.bin"),
     "fit: epoch N runs at learning rate 0": lambda t, m: _fit_tiny(lr=0.0),
 })
 

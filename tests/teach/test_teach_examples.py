@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import xpcnn
 from xpcnn import reference as R, teach
 from xpcnn.teach.examples import DENSE_BIAS, DENSE_WEIGHT, HANDWRITTEN_FILTERS, HANDWRITTEN_IMAGE
 
@@ -170,3 +171,15 @@ def test_trace_does_not_change_the_run_and_shows_the_optimizer_in_use():
     for key, value in plain.state_dict().items():
         np.testing.assert_array_equal(traced.state_dict()[key], value, err_msg=key)
     assert traced_optimizer.step_count == plain_optimizer.step_count == 8
+
+
+def test_residual_shows_the_two_gradient_paths_adding_up():
+    lesson = teach.run("residual")
+    v = {k: np.asarray(xpcnn.to_numpy(value)) for k, value in lesson.values.items()}
+    np.testing.assert_array_equal(v["y"], [[0, -2]])
+    np.testing.assert_array_equal(v["dx_block"], [2.5, 4])
+    np.testing.assert_array_equal(v["dx_identity"], [1, 0.5])
+    np.testing.assert_array_equal(v["dx"], [[3.5, 4.5]])
+    np.testing.assert_array_equal(v["dW"], [[1, -1], [0.5, -0.5]])
+    np.testing.assert_array_equal(v["dx_shortcut"], [[4.5, 3.5]])
+    assert "dL/dx = [2.5, 4] + [1, 0.5] = [3.5, 4.5]" in str(lesson)

@@ -115,7 +115,8 @@ def load_mnist(root: str | os.PathLike, kind: str = "mnist", download: bool = Fa
 
 
 def _download(mirrors, name: str, digest: str, root: pathlib.Path) -> pathlib.Path:
-    root.mkdir(parents=True, exist_ok=True)
+    """Fetch ``name`` from the first mirror that serves it with SHA-256 ``digest``; ``root`` is created (and the
+    file written, atomically) only then, so a failed download leaves nothing behind."""
     errors = []
     for mirror in mirrors:
         try:
@@ -128,5 +129,6 @@ def _download(mirrors, name: str, digest: str, root: pathlib.Path) -> pathlib.Pa
         if actual != digest:
             errors.append(f"{mirror}: SHA-256 {actual} does not match {digest}")
             continue
+        root.mkdir(parents=True, exist_ok=True)
         return atomic_write_bytes(root / name, payload)
     raise DataError(f"could not download {name} (are you offline?): " + "; ".join(errors))

@@ -5,6 +5,11 @@ batch_norm2d, training (M = N*H*W values per channel):
     dβ = Σ δ,  dγ = Σ δ ⊙ x̂,  dx = γ / (M sqrt(σ² + ε)) · (M δ - dβ - x̂ ⊙ dγ)
 batch_norm2d, evaluation (running statistics μ_r, σ²_r are constants):
     y = γ (x - μ_r) / sqrt(σ²_r + ε) + β,  dx = δ γ / sqrt(σ²_r + ε)
+
+With ``reduce`` (synchronised batch norm over several processes, :mod:`xpcnn.distributed`), the sums
+that make μ, σ², dβ and dγ in the formulas of μ, σ² and dx are summed over every process first
+(M counts every process's values); dβ and dγ themselves stay this process's, to be averaged with the
+other gradients.
 """
 from __future__ import annotations
 
@@ -27,8 +32,9 @@ class BatchNormCache:
     training: bool
     batch_mean: Any       # (C,): what the layer blends into its running mean
     batch_var: Any        # (C,), biased (divided by M)
-    count: int            # M = N*H*W
+    count: int            # M = N*H*W (over every process with reduce)
     x_shape: tuple
+    reduce: Any = None    # sums a 1-D array over processes (SyncBatchNorm2D), or None
 
 
 def _rows(x, xp):
@@ -44,12 +50,15 @@ def _unrows(y, x_shape, xp):
     return xp.permute_dims(xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
 
 
-def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training: bool, eps: float = 1e-5):
+def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training: bool, eps: float = 1e-5,
+                         reduce=None):
     """x (N, C, H, W); weight, bias, running_mean, running_var (C,) (weight/bias may be None).
 
     In training the batch statistics are used (and returned in the cache for the running averages);
     in evaluation the running statistics. Returns ``(y, cache)``; y = (x - μ) · (γ / sqrt(σ² + ε)) + β,
     with the per-channel factor formed first so the full-size array sees one product and one sum.
+    ``reduce(a)``, in training, sums a 1-D array over processes: the statistics are then the whole
+    global batch's (two reductions: the sums and the count, then the squared deviations).
     """
     if checks.is_trusted():
         xp = array_api_compat.array_namespace(x)
@@ -57,15 +66,29 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
         xp = _validate(x, weight, bias, running_mean, running_var, training)
     width, count = x.shape[3], x.shape[0] * x.shape[2] * x.shape[3]
     rows = _rows(x, xp)
-    mean = _windows.channel_sum(rows, width, xp) / count if training else running_mean
+    reduce = reduce if training else None
+    if not training:
+        mean = running_mean
+    elif reduce is None:
+        mean = _windows.channel_sum(rows, width, xp) / count
+    else:
+        sums = _windows.channel_sum(rows, width, xp)
+        own_count = xp.full((1,), float(count), dtype=sums.dtype, device=array_api_compat.device(sums))
+        totals = reduce(xp.concat([sums, own_count]))
+        count = int(round(float(totals[-1])))      # the global count: a number every process knows alike
+        mean = totals[:-1] / count
     centred = rows - _windows.per_channel(mean, width, xp)
-    var = _windows.channel_sum(centred * centred, width, xp) / count if training else running_var
+    if training:
+        squares = _windows.channel_sum(centred * centred, width, xp)
+        var = (squares if reduce is None else reduce(squares)) / count
+    else:
+        var = running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
     scale = inv_std if weight is None else inv_std * weight
     y = centred * _windows.per_channel(scale, width, xp)
     if bias is not None:
         y += _windows.per_channel(bias, width, xp)        # y is this call's fresh product
-    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape))
+    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape), reduce)
     return _unrows(y, x.shape, xp), cache
 
 
@@ -100,6 +123,11 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
     weight_grad = None if cache.weight is None else dweight
     dx = rows * _windows.per_channel(scale, width, xp)
     if cache.training:
-        dx += cache.centred * _windows.per_channel(-scale * cache.inv_std * (dweight / cache.count), width, xp)
-        dx += _windows.per_channel(-scale * (dbias / cache.count), width, xp)
+        sum_dweight, sum_dbias = dweight, dbias
+        if cache.reduce is not None:                    # the sums over the global batch
+            channels = int(dbias.shape[0])
+            both = cache.reduce(xp.concat([dweight, dbias]))
+            sum_dweight, sum_dbias = both[:channels], both[channels:]
+        dx += cache.centred * _windows.per_channel(-scale * cache.inv_std * (sum_dweight / cache.count), width, xp)
+        dx += _windows.per_channel(-scale * (sum_dbias / cache.count), width, xp)
     return _unrows(dx, cache.x_shape, xp), weight_grad, dbias

@@ -203,11 +203,12 @@ def _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_maj
     return xp.reshape(xp.permute_dims(y, (1, 0, 2)), (n, out_hw[0], out_hw[1], c_out))
 
 
-def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
+def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params: bool = True):
     """Gradients of a convolution.
 
     dy (N, C_out, OH, OW) -> ``(dx, dweight, dbias)`` with the shapes of x, weight and bias
-    (dbias is None without bias; dx is None when ``need_dx`` is False, e.g. for a first layer).
+    (dbias is None without bias; dx is None when ``need_dx`` is False, e.g. for a first layer;
+    dweight and dbias are None when ``need_params`` is False, for a frozen layer).
     dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im).
     """
     n, c_in, h, w = cache.x_shape
@@ -215,7 +216,7 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     groups, (oh, ow) = cache.groups, cache.out_hw
     xp = checks.backward_namespace("conv2d_backward", dy, cache.weight, (n, c_out, oh, ow))
     dy_nhwc = _windows.channels_last(dy, xp)
-    db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias else None
+    db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias and need_params else None
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups, cache.channel_major)
     if not need_dx:
         weight_t = None
@@ -224,24 +225,25 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True):
     else:
         weight_t = _weight_matrix_t(xp, cache.weight, groups)
     if cache.cols is not None:
-        dw, dx_nhwc = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t)
+        dw, dx_nhwc = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t, need_params)
     else:
         dw, dx_blocks = None, []
         for block in _blocks(n, cache.chunk):
-            cols = _im2col(xp, cache.x_pad[block, ...], *geometry)
-            dw_block, dx_block = _backward_block(xp, dy_nhwc[block, ...], cols, cache, weight_t)
+            cols = _im2col(xp, cache.x_pad[block, ...], *geometry) if need_params else None
+            dw_block, dx_block = _backward_block(xp, dy_nhwc[block, ...], cols, cache, weight_t, need_params)
             dw = dw_block if dw is None else dw + dw_block
             dx_blocks.append(dx_block)
         dx_nhwc = xp.concat(dx_blocks, axis=0) if need_dx else None
-    dw = xp.reshape(dw, (groups, kh, kw, c_group, c_out // groups))
-    dw = xp.reshape(xp.permute_dims(dw, (0, 4, 3, 1, 2)), (c_out, c_group, kh, kw))
+    if dw is not None:
+        dw = xp.reshape(dw, (groups, kh, kw, c_group, c_out // groups))
+        dw = xp.reshape(xp.permute_dims(dw, (0, 4, 3, 1, 2)), (c_out, c_group, kh, kw))
     if not need_dx:
         return None, dw, db
     return xp.permute_dims(dx_nhwc, (0, 3, 1, 2)), dw, db
 
 
-def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
-    """dW (G, K*Cg, Cout/G) and the NHWC input gradient for one batch block.
+def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t, need_dw: bool = True):
+    """dW (G, K*Cg, Cout/G), or None without ``need_dw``, and the NHWC input gradient for one batch block.
 
     ``weight_t`` is _weight_matrix_t of the weight (NumPy), _flipped_weight_matrix (launch-bound
     libraries), or None when no input gradient is wanted.
@@ -252,7 +254,9 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t):
     groups = cache.groups
     m = n * oh * ow
     dy_groups = xp.permute_dims(xp.reshape(dy_nhwc, (m, groups, c_out // groups)), (1, 0, 2))  # (G, M, Cout/G)
-    if cache.channel_major:
+    if not need_dw:
+        dw = None
+    elif cache.channel_major:
         dw = xp.matmul(cols[0, ...], dy_groups[0, ...])[None, ...]
     else:
         dw = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)), dy_groups)                 # (G, K*Cg, Cout/G)

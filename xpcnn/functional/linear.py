@@ -31,11 +31,12 @@ def linear_forward(x, weight, bias=None):
     return y, LinearCache(x, weight, bias is not None)
 
 
-def linear_backward(dy, cache: LinearCache, *, need_dx: bool = True):
-    """dy (N, out) -> ``(dx, dweight, dbias)``: dx = δ W, dW = δ^T x, db = Σ_n δ."""
+def linear_backward(dy, cache: LinearCache, *, need_dx: bool = True, need_params: bool = True):
+    """dy (N, out) -> ``(dx, dweight, dbias)``: dx = δ W, dW = δ^T x, db = Σ_n δ (dx None without ``need_dx``,
+    dW and db None without ``need_params``)."""
     xp = checks.backward_namespace("linear_backward", dy, cache.x, (cache.x.shape[0], cache.weight.shape[0]))
-    dw = xp.matmul(xp.permute_dims(dy, (1, 0)), cache.x)
-    db = xp.sum(dy, axis=0) if cache.has_bias else None
+    dw = xp.matmul(xp.permute_dims(dy, (1, 0)), cache.x) if need_params else None
+    db = xp.sum(dy, axis=0) if cache.has_bias and need_params else None
     dx = xp.matmul(dy, cache.weight) if need_dx else None
     return dx, dw, db
 

@@ -10,13 +10,18 @@ from ..backend import Backend, backend_for, backend_of, dtype_name, resolve, to_
 
 
 class Parameter:
-    """A trainable array: ``.data`` (on the model's backend) and ``.grad`` (same shape, or None)."""
+    """A trainable array: ``.data`` (on the model's backend) and ``.grad`` (same shape, or None).
 
-    __slots__ = ("data", "grad")
+    ``requires_grad = False`` freezes it (as ``layer.freeze()`` does): backward computes and stores no
+    gradient for it, and optimizers leave it alone.
+    """
 
-    def __init__(self, data: Any):
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data: Any, requires_grad: bool = True):
         self.data = data
         self.grad = None
+        self.requires_grad = bool(requires_grad)
 
     @property
     def shape(self) -> tuple:
@@ -106,6 +111,25 @@ class Layer:
         return own + [(f"{prefix}.{key}", owner, attr) for prefix, child in self.children()
                       for key, owner, attr in child.buffer_slots()]
 
+    def freeze(self) -> "Layer":
+        """Freeze every parameter of this layer and the layers it contains (fine-tuning: no gradient is
+        computed or stored for them, optimizers skip them); returns the layer."""
+        return self.requires_grad_(False)
+
+    def unfreeze(self) -> "Layer":
+        return self.requires_grad_(True)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Layer":
+        for _, param in self.named_parameters():
+            param.requires_grad = bool(requires_grad)
+            if not requires_grad:
+                param.grad = None
+        return self
+
+    def trains(self) -> bool:
+        """Whether any parameter of this layer (or a layer inside it) takes gradients."""
+        return any(param.requires_grad for _, param in self.named_parameters())
+
     def set_noise(self, noise) -> None:
         """Share the model's random stream (dropout masks); containers pass it on."""
         self.noise = noise
@@ -138,6 +162,10 @@ class Layer:
         """This layer's parameters, then those of the layers it contains, keyed ``"<child>.<name>"``."""
         own = [(name, getattr(self, name)) for name in self.param_names if getattr(self, name, None) is not None]
         return own + [(f"{prefix}.{name}", p) for prefix, child in self.children() for name, p in child.named_parameters()]
+
+    def parameters(self) -> list[Parameter]:
+        """This layer's parameters and those of the layers it contains (``named_parameters`` without names)."""
+        return [param for _, param in self.named_parameters()]
 
     def named_buffers(self) -> list[tuple[str, Any]]:
         own = [(name, getattr(self, name)) for name in self.buffer_names if getattr(self, name, None) is not None]
@@ -173,12 +201,12 @@ class Layer:
         return self
 
     def _accumulate(self, param: Parameter | None, grad: Any) -> None:
-        if param is not None and grad is not None:
+        if param is not None and grad is not None and param.requires_grad:
             param.grad = grad if param.grad is None else param.grad + grad
 
     def _keep_gradients(self, grads: tuple) -> Any:
         """An op's ``(dx, dweight, dbias)``: add dweight and dbias to ``self.weight.grad`` and ``self.bias.grad``
-        (a parameter that is None, like a layer without bias, keeps nothing); return dx."""
+        (a parameter that is None, like a layer without bias, or frozen, keeps nothing); return dx."""
         dx, dweight, dbias = grads
         self._accumulate(getattr(self, "weight", None), dweight)
         self._accumulate(getattr(self, "bias", None), dbias)

@@ -20,6 +20,7 @@ class BatchNorm2D(Layer):
     param_names = ("weight", "bias")
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     inferred_size = "num_features"
+    reduce = None      # sums over processes in training (xpcnn.distributed.SyncBatchNorm2D sets it)
 
     def __init__(self, num_features: int | None = None, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True):
@@ -67,7 +68,7 @@ class BatchNorm2D(Layer):
         """The functional forward on (N, C, H, W), updating the running statistics in training."""
         y, self.cache = F.batch_norm2d_forward(
             x, self._data(self.weight), self._data(self.bias),
-            self.running_mean, self.running_var, training=self.training, eps=self.eps)
+            self.running_mean, self.running_var, training=self.training, eps=self.eps, reduce=self.reduce)
         if self.training:
             m, count = self.momentum, self.cache.count
             unbiased = self.cache.batch_var * (count / (count - 1))

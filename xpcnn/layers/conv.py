@@ -107,7 +107,8 @@ class Conv2D(Activated, Layer):
         return self._activate(y)
 
     def backward(self, dy, need_dx=True):
-        return self._keep_gradients(conv2d_backward(self._deactivate(dy), self.cache, need_dx=need_dx))
+        return self._keep_gradients(conv2d_backward(self._deactivate(dy), self.cache, need_dx=need_dx,
+                                                       need_params=self.trains()))
 
     def extra_repr(self):
         return f"{'?' if self.in_channels is None else self.in_channels}->{self.out_channels}"

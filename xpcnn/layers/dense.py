@@ -68,7 +68,8 @@ class Dense(Activated, Layer):
         return self._activate(y)
 
     def backward(self, dy, need_dx=True):
-        return self._keep_gradients(linear_backward(self._deactivate(dy), self.cache, need_dx=need_dx))
+        return self._keep_gradients(linear_backward(self._deactivate(dy), self.cache, need_dx=need_dx,
+                                                       need_params=self.trains()))
 
     def extra_repr(self):
         return f"{'?' if self.in_features is None else self.in_features}->{self.out_features}"

@@ -11,7 +11,7 @@ from .. import functional as F
 from ..checks import positive_int
 from .. import optim
 from ..backend import resolve, to_backend, to_numpy
-from ..layers import Conv2D, Dense, Flatten, MaxPool2D, Parameter, ReLU
+from ..layers import Conv2D, Dense, Flatten, MaxPool2D, Parameter, ReLU, Residual
 from ..model import Sequential
 from .lesson import Lesson, grid, num, scalar
 from .trace import trace
@@ -377,6 +377,63 @@ def optimizers(backend="numpy", steps: int = 25, out: str | None = None) -> Less
     return lesson
 
 
+# ----------------------------------------------------------------------------- 8
+RESIDUAL_W = [[1.0, 2.0], [3.0, 4.0]]
+RESIDUAL_S = [[2.0, 0.0], [0.0, -1.0]]
+
+
+def _vector(values) -> str:
+    return "[" + ", ".join(num(v) for v in np.asarray(to_numpy(values), dtype=np.float64).ravel()) + "]"
+
+
+def residual(backend="numpy") -> Lesson:
+    lesson = Lesson("residual", "residual: y = f(x) + x, and the sum rule in the backward pass")
+    w, s = np.array(RESIDUAL_W), np.array(RESIDUAL_S)
+    x, delta = np.array([1.0, -1.0]), np.array([1.0, 0.5])
+    lesson.say(f"block f(x) = W x (a Dense layer without bias), W =\n{grid(w)}", f"x = {_vector(x)}",
+               f"delta = dL/dy = {_vector(delta)}")
+
+    def residual_of(*weights) -> Residual:
+        """Residual(Dense W[, Dense S]) built on the backend in float64, with the given weights."""
+        layer = Residual(*(Dense(2, 2, bias=False) for _ in weights)).build(backend, None, "float64")
+        for (_, param), value in zip(layer.named_parameters(), weights):
+            param.data = to_backend(value, resolve(backend), dtype="float64")
+        return layer
+
+    on = _On(backend)
+    identity = residual_of(w)
+    y = identity(on(x[None]))
+    lesson.step("Forward: y = f(x) + x")
+    fx = w @ x
+    lesson.say(f"f(x) = W x = [{num(w[0, 0])}·{num(x[0])} + {num(w[0, 1])}·({num(x[1])}), "
+               f"{num(w[1, 0])}·{num(x[0])} + {num(w[1, 1])}·({num(x[1])})] = {_vector(fx)}",
+               f"y = f(x) + x = {_vector(fx)} + {_vector(x)} = {_vector(y)}")
+    _check(lesson, "y", fx + x, to_numpy(y)[0])
+    dx = identity.backward(on(delta[None]))
+    lesson.step("Backward: x reaches y along two paths, so dL/dx is the sum of two gradients")
+    through_block = w.T @ delta
+    lesson.say(f"through the block:    Wᵀ delta = [{num(w[0, 0])}·{num(delta[0])} + {num(w[1, 0])}·{num(delta[1])}, "
+               f"{num(w[0, 1])}·{num(delta[0])} + {num(w[1, 1])}·{num(delta[1])}] = {_vector(through_block)}",
+               f"through the identity: delta = {_vector(delta)} (passed on unchanged)",
+               f"dL/dx = {_vector(through_block)} + {_vector(delta)} = {_vector(dx)}")
+    _check(lesson, "dL/dx = Wᵀ delta + delta", through_block + delta, to_numpy(dx)[0])
+    dw = np.outer(delta, x)
+    lesson.say(f"the block's own weights see only their path: dL/dW = delta xᵀ =\n{grid(to_numpy(identity.block.weight.grad))}")
+    _check(lesson, "dL/dW", dw, identity.block.weight.grad)
+    lesson.step("With a shortcut layer s(x) = S x (as a ResNet uses where shapes change): y = f(x) + s(x)")
+    shortcut = residual_of(w, s)
+    shortcut(on(x[None]))
+    dx_shortcut = shortcut.backward(on(delta[None]))
+    through_shortcut = s.T @ delta
+    lesson.say(f"S =\n{grid(s)}", f"through the shortcut: Sᵀ delta = {_vector(through_shortcut)}",
+               f"dL/dx = Wᵀ delta + Sᵀ delta = {_vector(through_block)} + {_vector(through_shortcut)} "
+               f"= {_vector(dx_shortcut)}")
+    _check(lesson, "dL/dx = Wᵀ delta + Sᵀ delta", through_block + through_shortcut, to_numpy(dx_shortcut)[0])
+    lesson.keep(y=y, dx_block=through_block, dx_identity=delta, dx=dx, dW=identity.block.weight.grad,
+                dx_shortcut=dx_shortcut)
+    return lesson
+
+
 EXAMPLES: dict[str, tuple[str, Callable[..., Lesson]]] = {
     "conv-mse": ("a 2x2 kernel on a 2x2 image, squared error, one update", conv_mse),
     "conv-relu-dense-softmax": ("conv, ReLU, dense, softmax and cross-entropy; which label the loss is read for",
@@ -386,6 +443,7 @@ EXAMPLES: dict[str, tuple[str, Callable[..., Lesson]]] = {
     "handwritten-cnn": ("a complete training step of a tiny CNN, every array shown", handwritten_cnn),
     "multichannel": ("two input and two output channels, one element then all", multichannel),
     "optimizers": ("SGD, momentum, Adagrad, RMSprop and Adam on one problem", optimizers),
+    "residual": ("a skip connection: the two gradient paths of x add up (the sum rule)", residual),
 }
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from .. import config
 from ..backend import Backend, resolve, to_backend
 from ..checks import positive_int
+from ..distributed import local_slice
 
 
 def _draws_offsets(augment) -> bool:
@@ -31,14 +32,28 @@ def _draws_offsets(augment) -> bool:
     return callable(getattr(augment, "draw", None)) and callable(getattr(augment, "apply", None))
 
 
+def _bounds(n: int, batch_size: int, shard: tuple[int, int] | None) -> Iterator[tuple[int, int, int, int]]:
+    """``(start, stop, lo, hi)`` per global batch ``[start, stop)``: ``[lo, hi)`` is this process's part of it
+    (:func:`xpcnn.distributed.local_slice`), the whole batch without ``shard``. A global batch smaller than
+    the number of processes is skipped by every process, so that each one computes on at least one sample."""
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if shard is None:
+            yield start, stop, start, stop
+        elif stop - start >= shard[1]:
+            yield (start, stop) + local_slice(start, stop, *shard)
+
+
 def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: str | Backend | None = None,
             dtype: str = "float32", shuffle: bool = False, rng: np.random.Generator | None = None,
-            augment=None) -> Iterator[tuple[Any, Any]]:
+            augment=None, shard: tuple[int, int] | None = None) -> Iterator[tuple[Any, Any]]:
     """Yield ``(x_batch, y_batch)`` on ``backend``, gathered on the host; each batch is moved once.
 
     Shuffling and augmentation happen on the host with ``rng``, so a seed gives the same batches on
     every backend. ``augment`` is a function ``augment(x_batch, rng)`` (called per batch) or a transform
     with ``draw``/``apply`` such as :class:`xpcnn.datasets.RandomShift` (offsets drawn once per epoch).
+    ``shard=(rank, size)`` yields process ``rank``'s slice of each global batch of ``batch_size`` (a
+    function ``augment`` then runs on the whole global batch, so every process draws alike).
     """
     positive_int("batches", "batch_size", batch_size)
     if y is not None and len(y) != len(x):
@@ -47,14 +62,14 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: st
     rng = rng if rng is not None else np.random.default_rng()
     order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
     offsets = augment.draw(rng, len(x)) if _draws_offsets(augment) else None
-    for start in range(0, len(x), batch_size):
-        index = order[start:start + batch_size]
-        xb = x[index]
+    for start, stop, lo, hi in _bounds(len(x), batch_size, shard):
         if offsets is not None:
-            xb = augment.apply(xb, offsets[start:start + batch_size])
+            xb = augment.apply(x[order[lo:hi]], offsets[lo:hi])
         elif augment is not None:
-            xb = augment(xb, rng)
-        yb = None if y is None else to_backend(np.ascontiguousarray(y[index]), target)
+            xb = augment(x[order[start:stop]], rng)[lo - start:hi - start]
+        else:
+            xb = x[order[lo:hi]]
+        yb = None if y is None else to_backend(np.ascontiguousarray(y[order[lo:hi]]), target)
         yield to_backend(np.ascontiguousarray(xb), target, dtype=dtype), yb
 
 
@@ -68,7 +83,7 @@ class DeviceData:
         self.n = len(x)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, rng: np.random.Generator | None = None,
-                augment=None) -> Iterator[tuple[Any, Any]]:
+                augment=None, shard: tuple[int, int] | None = None) -> Iterator[tuple[Any, Any]]:
         """The batches :func:`batches` yields for the same arguments, gathered on the device: per epoch one
         index array and one offset array cross from the host, per batch nothing."""
         positive_int("batches", "batch_size", batch_size)
@@ -79,8 +94,7 @@ class DeviceData:
         rng = rng if rng is not None else np.random.default_rng()
         order = to_backend(rng.permutation(self.n), self.backend) if shuffle else None
         offsets = to_backend(augment.draw(rng, self.n), self.backend) if augment is not None else None
-        for start in range(0, self.n, batch_size):
-            stop = min(start + batch_size, self.n)
+        for _, _, start, stop in _bounds(self.n, batch_size, shard):
             if order is None:
                 xb = self.x[start:stop, ...]
                 yb = None if self.y is None else self.y[start:stop, ...]
@@ -115,9 +129,10 @@ class HostFeed:
         self.n = len(x)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, rng: np.random.Generator | None = None,
-                augment=None) -> Iterator[tuple[Any, Any]]:
+                augment=None, shard: tuple[int, int] | None = None) -> Iterator[tuple[Any, Any]]:
         return prefetched(batches(self.x, self.y, batch_size, backend=self.backend, dtype=self.dtype,
-                                  shuffle=shuffle, rng=rng, augment=augment), config.get().prefetch_batches)
+                                  shuffle=shuffle, rng=rng, augment=augment, shard=shard),
+                          config.get().prefetch_batches)
 
 
 _END = object()

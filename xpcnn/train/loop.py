@@ -12,24 +12,27 @@ model.backward(dlogits); optimizer.step().
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import math
 import os
 import pathlib
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import array_api_compat
 import numpy as np
 
 from .. import checkpoint as ckpt
+from .. import distributed as D
 from .. import functional as F
 from ..backend import device_copy, to_numpy
 from ..callbacks import Callback, EpochPrinter
 from ..checks import positive_int
-from ..optim import LRScheduler, Optimizer
+from ..optim import OPTIMIZERS, LRScheduler, Optimizer, clip_grad_norm as clip_gradients
 from .batches import batches, feed
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.softmax_cross_entropy, "mse": F.mse_loss}
@@ -40,10 +43,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class History:
-    """Per-epoch metrics: ``history["loss"]``, ``history["val_accuracy"]``, ... and ``history.epochs``."""
+    """Per-epoch metrics: ``history["loss"]``, ``history["val_accuracy"]``, ... and ``history.epochs``;
+    ``history.optimizer`` is the optimizer that trained (the one fit made for a name such as "adam")."""
 
     def __init__(self, history: dict[str, list] | None = None):
         self.history: dict[str, list] = {key: list(values) for key, values in (history or {}).items()}
+        self.optimizer = None
 
     def append(self, logs: dict[str, float]) -> None:
         for key, value in logs.items():
@@ -70,13 +75,17 @@ class Trainer:
         self.epoch = 0
         self.stop_training = False
         self.verbose = 1
+        self.is_main = True        # False on every process but rank 0 of a distributed fit: they write nothing
 
     def say(self, message: str) -> None:
         """Print a line for the user unless fit runs with verbose=0 (callbacks report through this)."""
         if self.verbose:
             print(message, flush=True)
 
-    def save(self, path: str | os.PathLike, metadata: dict | None = None) -> pathlib.Path:
+    def save(self, path: str | os.PathLike, metadata: dict | None = None) -> pathlib.Path | None:
+        """Write a checkpoint of the run (only rank 0 writes in a distributed fit; the others return None)."""
+        if not self.is_main:
+            return None
         return ckpt.save(self.model, path, optimizer=self.optimizer, scheduler=self.scheduler, epoch=self.epoch,
                          history=self.history.history, data_rng_state=self.rng.bit_generator.state,
                          metadata=metadata)
@@ -153,12 +162,27 @@ def _progress(enabled: bool, total: int, description: str):
     return tqdm(total=total, desc=description, unit="img", leave=False, dynamic_ncols=True)
 
 
-def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entropy", epochs: int = 1,
-        batch_size: int = 32, validation_data=None, shuffle: bool = True, seed: int | None = None,
-        callbacks: Iterable[Callback] = (), progress: bool = True, scheduler: LRScheduler | None = None,
-        augment: Callable | None = None, resume: "ckpt.Checkpoint | str | os.PathLike | None" = None,
-        verbose: int = 1, log_every: int = 50) -> History:
+def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, loss: str | Callable = "cross_entropy",
+        epochs: int = 1, batch_size: int = 32, validation_data=None, validation_split: float | None = None,
+        shuffle: bool = True, seed: int | None = None, callbacks: Iterable[Callback] = (), progress: bool = True,
+        scheduler: LRScheduler | None = None, clip_grad_norm: float | None = None, augment: Callable | None = None,
+        resume: "ckpt.Checkpoint | str | os.PathLike | None" = None, verbose: int = 1,
+        log_every: int = 50, distributed: bool = False) -> History:
     """Train ``model`` on host arrays ``x`` (N, C, H, W) and ``y`` (labels (N,) or targets).
+
+    ``optimizer`` is an :mod:`xpcnn.optim` optimizer, or a name (``"sgd"``, ``"adam"``, ...) with ``lr``
+    (default: the optimizer's own default; 0.01 for SGD): a fresh one over ``model.parameters()``,
+    found afterwards as ``history.optimizer``. ``validation_split=0.1`` holds out the last tenth of
+    ``x``/``y`` (before any shuffling, as Keras does) as validation data. ``clip_grad_norm=c`` scales
+    each step's gradients to a global norm of at most c, on the device. A ``scheduler`` that needs a
+    metric (:class:`~xpcnn.optim.ReduceLROnPlateau`) is stepped with the epoch's ``logs[monitor]``.
+
+    ``distributed=True`` (or a :class:`~xpcnn.distributed.DistributedOptimizer`), in a program started by
+    ``mpiexec``: data-parallel training. ``batch_size`` is the global batch; each process takes its slice
+    (:func:`xpcnn.distributed.local_slice`), its loss gradient is weighted by its share of the batch, the
+    gradients are averaged over the processes before each step, and rank 0's weights, optimizer state and
+    seed start every process. The logs are the global batch's on every process (so callbacks decide
+    alike); only rank 0 prints, shows progress and writes files. An error on one process ends all of them.
 
     ``verbose=1`` (the default) prints one line per epoch (and callbacks such as EarlyStopping say
     what they did), with a progress bar when stderr is a terminal and ``progress`` is true;
@@ -179,15 +203,59 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
     infinite loss found at a read stops training with :class:`TrainingDiverged`, the model and
     optimizer restored from a device-side copy taken at the start of the epoch.
     """
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"fit: optimizer must be an xpcnn.optim optimizer, got {type(optimizer).__name__}")
-    positive_int("fit", "epochs", epochs)
-    positive_int("fit", "log_every", log_every)
-    if verbose not in (0, 1, True, False):
-        raise ValueError(f"fit: verbose must be 0 (silent) or 1 (a line per epoch), got {verbose!r}")
-    loss_fn = _loss_function(loss)
-    x, y = _check_data("fit", x, y)
-    _check_targets("fit", model, x, y, loss_fn)
+    distributed = distributed or isinstance(optimizer, D.DistributedOptimizer)
+    # in a distributed fit an error on one process (bad data there, say) must end every process, not leave
+    # the others waiting in a collective: from the first check on
+    with D.abort_on_error("fit") if distributed else contextlib.nullcontext():
+        stepper = None
+        if isinstance(optimizer, D.DistributedOptimizer):
+            stepper, optimizer, distributed = optimizer, optimizer.optimizer, True
+        _check_optimizer(optimizer, lr)
+        positive_int("fit", "epochs", epochs)
+        positive_int("fit", "log_every", log_every)
+        if verbose not in (0, 1, True, False):
+            raise ValueError(f"fit: verbose must be 0 (silent) or 1 (a line per epoch), got {verbose!r}")
+        if clip_grad_norm is not None and not _positive_number(clip_grad_norm):
+            raise ValueError(f"fit: clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
+        loss_fn = _loss_function(loss)
+        x, y = _check_data("fit", x, y)
+        if validation_split is not None:
+            x, y, validation_data = _split(x, y, validation_split, validation_data)
+        if scheduler is not None and scheduler.needs_metric and scheduler.monitor.startswith("val_") \
+                and validation_data is None:
+            raise ValueError(f"fit: {type(scheduler).__name__} monitors {scheduler.monitor!r}, which needs "
+                             "validation_data or validation_split (or monitor='loss')")
+        if not model.built:
+            model.build(tuple(int(s) for s in x.shape[1:]))
+        _check_targets("fit", model, x, y, loss_fn)
+        if isinstance(optimizer, str):
+            optimizer = OPTIMIZERS[optimizer](model.parameters(), lr=_default_lr(optimizer) if lr is None else lr)
+        if distributed:
+            return _fit_distributed(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data,
+                                    shuffle, seed, callbacks, progress, scheduler, clip_grad_norm, augment, resume,
+                                    verbose, log_every)
+        return _fit(model, x, y, optimizer, None, loss_fn, epochs, batch_size, validation_data, shuffle, seed, callbacks,
+                    progress, scheduler, clip_grad_norm, augment, resume, verbose, log_every)
+
+
+def _fit_distributed(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed,
+                     callbacks, progress, scheduler, clip_grad_norm, augment, resume, verbose, log_every) -> History:
+    """fit's distributed set-up: one seed and rank 0's state everywhere, a noise stream of each rank's own
+    (dropout masks must differ between the processes' samples), then the common loop with the shard."""
+    seed = D.seed_everywhere(seed)
+    if model.noise is not None:
+        model.set_noise(model.noise.split(D.rank()))
+    stepper = stepper if stepper is not None else D.DistributedOptimizer(optimizer)
+    return _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed,
+                callbacks, progress, scheduler, clip_grad_norm, augment, resume, verbose if D.is_main() else 0,
+                log_every, shard=(D.rank(), D.size()))
+
+
+def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed, callbacks,
+         progress, scheduler, clip_grad_norm, augment, resume, verbose, log_every, shard=None) -> History:
+    """The loop itself (arguments checked by fit); ``stepper`` steps the optimizer (a DistributedOptimizer
+    with ``shard=(rank, size)``), else the optimizer itself."""
+    stepper = stepper if stepper is not None else optimizer
     if validation_data is not None:
         validation_data = _check_data("fit (validation_data)", *validation_data)
         _check_targets("fit (validation_data)", model, *validation_data, loss_fn)
@@ -196,9 +264,13 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
     start_epoch = 0
     if resume is not None:
         start_epoch, history = _resume(model, optimizer, scheduler, rng, resume)
+    if shard is not None:
+        D.broadcast_parameters(model, optimizer)
+    history.optimizer = optimizer
     trainer = Trainer(model, optimizer, scheduler, loss_fn, epochs, rng, history)
     trainer.epoch = start_epoch
     trainer.verbose = int(verbose)
+    trainer.is_main = shard is None or shard[0] == 0
     callbacks = list(callbacks)
     if verbose and not any(isinstance(callback, EpochPrinter) for callback in callbacks):
         callbacks.insert(0, EpochPrinter())
@@ -213,21 +285,31 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         if optimizer.lr == 0:
             warnings.warn(f"fit: epoch {epoch} runs at learning rate 0 (the schedule has reached its end), so the "
                           "weights will not change; lengthen the schedule (e.g. CosineAnnealingLR's T_max)",
-                          stacklevel=2)
+                          stacklevel=3)
         snapshot = _snapshot(model, optimizer)          # on the device: no host copy per epoch
         bar = _progress(progress and verbose, len(x), f"epoch {epoch}/{epochs}")
         started = time.perf_counter()
-        sums = _RunningSums()
-        for index, (xb, yb) in enumerate(data.batches(batch_size, shuffle=shuffle, rng=rng, augment=augment)):
+        sums = _RunningSums(summed=shard is not None)
+        steps = list(_global_batches(len(x), batch_size, shard))
+        for index, (xb, yb) in enumerate(data.batches(batch_size, shuffle=shuffle, rng=rng, augment=augment,
+                                                      shard=shard)):
             logits = model(xb)
             batch_loss, dlogits = step_loss(logits, yb)
+            if shard is not None and int(xb.shape[0]) * shard[1] != steps[index]:
+                dlogits = dlogits * (int(xb.shape[0]) * shard[1] / steps[index])   # this process's share
             model.zero_grad()
             model.backward(dlogits, input_grad=False)
-            optimizer.step()
+            if clip_grad_norm is not None:
+                if shard is not None:
+                    stepper.allreduce_gradients()                # the global gradient's norm, on every process
+                clip_gradients(optimizer.params, clip_grad_norm)
+                optimizer.step()
+            else:
+                stepper.step()
             sums.add(batch_loss, _accuracy_count(logits, yb), int(xb.shape[0]))
             if bar is not None:
-                bar.update(int(xb.shape[0]))
-            if (index + 1) % log_every == 0 or sums.seen == len(x):
+                bar.update(steps[index])
+            if (index + 1) % log_every == 0 or index + 1 == len(steps):
                 mean_loss, accuracy = sums.read()
                 if not math.isfinite(mean_loss):
                     _restore(model, optimizer, snapshot)
@@ -242,7 +324,7 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started
-        seen = sums.seen
+        seen = sum(steps)
         logs = {"epoch": epoch, "loss": mean_loss}
         if accuracy is not None:
             logs["accuracy"] = accuracy
@@ -251,7 +333,10 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
             logs.update({f"val_{k}": v for k, v in scores.items()})
         logs.update(lr=optimizer.lr, seconds=seconds, images_per_s=seen / max(seconds, 1e-9))
         if scheduler is not None:
-            scheduler.step()
+            if scheduler.needs_metric:
+                scheduler.step(logs[scheduler.monitor])
+            else:
+                scheduler.step()
         trainer.epoch = epoch
         history.append(logs)
         for callback in callbacks:
@@ -263,13 +348,62 @@ def fit(model, x, y, *, optimizer: Optimizer, loss: str | Callable = "cross_entr
     return history
 
 
+def _check_optimizer(optimizer, lr) -> None:
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"fit: optimizer must be an xpcnn.optim optimizer or one of {', '.join(OPTIMIZERS)}, "
+                             f"got {optimizer!r}")
+        if lr is not None and not _positive_number(lr):
+            raise ValueError(f"fit: lr must be a positive number, got {lr!r}")
+        return
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"fit: optimizer must be an xpcnn.optim optimizer or a name such as 'adam', "
+                        f"got {type(optimizer).__name__}")
+    if lr is not None:
+        raise ValueError(f"fit: lr= goes with an optimizer given by name; set lr on the {type(optimizer).__name__} "
+                         f"itself (it has lr={optimizer.lr:g})")
+
+
+def _positive_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0 and math.isfinite(value)
+
+
+def _default_lr(name: str) -> float:
+    """An optimizer's default learning rate (SGD has none in torch.optim; Keras' 0.01 is used)."""
+    default = inspect.signature(OPTIMIZERS[name]).parameters["lr"].default
+    return 0.01 if default is inspect.Parameter.empty else default
+
+
+def _split(x: np.ndarray, y: np.ndarray, fraction, validation_data) -> tuple:
+    """The last ``fraction`` of x and y held out as validation data (Keras' validation_split)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"fit: validation_split must be a fraction in (0, 1), got {fraction!r}")
+    if validation_data is not None:
+        raise ValueError("fit: pass validation_data or validation_split, not both")
+    held = int(round(len(x) * fraction))
+    if held < 1 or held >= len(x):
+        raise ValueError(f"fit: validation_split={fraction} of {len(x)} samples leaves "
+                         f"{'no validation' if held < 1 else 'no training'} samples")
+    return x[:-held], y[:-held], (x[-held:], y[-held:])
+
+
+def _global_batches(n: int, batch_size: int, shard) -> Iterator[int]:
+    """The size of each global batch an epoch runs (a distributed epoch skips a last batch smaller than the
+    number of processes; see batches._bounds)."""
+    for start in range(0, n, batch_size):
+        count = min(batch_size, n - start)
+        if shard is None or count >= shard[1]:
+            yield count
+
+
 class _RunningSums:
     """The loss sum and correct count of the batches so far, kept on the device; :meth:`read` brings both
-    to the host in one transfer (a GPU synchronises there, and only there)."""
+    to the host in one transfer (a GPU synchronises there, and only there). ``summed``: the sums (and the
+    sample count) are then added over every process, so each reads the global batch's figures."""
 
-    def __init__(self):
+    def __init__(self, summed: bool = False):
         self.loss = self.correct = None
-        self.seen, self.counted = 0, True
+        self.seen, self.counted, self.summed = 0, True, summed
 
     def add(self, batch_loss, correct, n: int) -> None:
         weighted = batch_loss * n
@@ -285,7 +419,10 @@ class _RunningSums:
         xp = array_api_compat.array_namespace(self.loss)
         values = [self.loss] + ([xp.astype(self.correct, self.loss.dtype)] if self.counted else [])
         host = to_numpy(xp.stack(values))
-        return float(host[0]) / self.seen, (float(host[1]) / self.seen if self.counted else None)
+        seen = self.seen
+        if self.summed:
+            *host, seen = D.all_sum([*host.tolist(), seen])
+        return float(host[0]) / seen, (float(host[1]) / seen if self.counted else None)
 
 
 def _snapshot(model, optimizer):
@@ -353,10 +490,40 @@ def _evaluate(model, data, loss_fn: Callable, batch_size: int) -> dict:
     return {"loss": mean_loss} if accuracy is None else {"loss": mean_loss, "accuracy": accuracy}
 
 
-def predict(model, x, *, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs (logits for a classifier) for ``x`` as a host NumPy array, in evaluation mode."""
+def predict(model, x, *, batch_size: int = 256, probabilities: bool = False) -> np.ndarray:
+    """The model's outputs (logits for a classifier) for ``x`` as a host NumPy array, in evaluation mode;
+    with ``probabilities=True`` the softmax of each output row (computed on the device).
+
+    ``x`` is a batch, or one sample without the batch axis (a ``(C, H, W)`` image for a conv net), whose
+    output then has no batch axis either. A sample is recognised by the model's input shape when known
+    (``input_shape=``/``build``/a first batch: one axis fewer), else by the rank the layers take.
+    """
+    positive_int("predict", "batch_size", batch_size)
     x = np.asarray(to_numpy(x))
+    single = _is_single_sample(model, x)
+    if single:
+        x = x[None, ...]
     with model.evaluating():
-        outputs = [to_numpy(model(xb)) for xb, _ in batches(x, None, batch_size, backend=model.backend,
-                                                             dtype=model.dtype)]
-    return np.concatenate(outputs, axis=0)
+        outputs = []
+        for xb, _ in batches(x, None, batch_size, backend=model.backend, dtype=model.dtype):
+            out = model(xb)
+            if probabilities:
+                out, _ = F.softmax_forward(out, axis=-1)
+            outputs.append(to_numpy(out))
+    result = np.concatenate(outputs, axis=0)
+    return result[0] if single else result
+
+
+def _is_single_sample(model, x: np.ndarray) -> bool:
+    known = getattr(model, "input_shape", None)
+    if known is not None:
+        return x.ndim == len(known)
+    try:
+        model.output_shape(tuple(x.shape))
+        return False
+    except ValueError:
+        try:
+            model.output_shape((1,) + tuple(x.shape))
+        except ValueError:
+            return False      # neither: the model's own error follows
+        return True

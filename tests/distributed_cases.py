@@ -1,0 +1,116 @@
+"""Programs the distributed tests run under ``mpiexec -n 2`` (``python tests/distributed_cases.py CASE OUT``), and
+their single-process twins (``run(case, distributed=False)``). Rank 0 writes what the test compares to OUT."""
+import hashlib
+import sys
+
+import numpy as np
+
+import xpcnn
+from xpcnn import optim
+from xpcnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from xpcnn.zoo import lenet
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, 12, 12)), rng.integers(0, 10, n)
+
+
+def _model(kind, dtype, distributed):
+    if kind == "lenet":
+        return lenet(image_size=12, width=4, dropout=0.0, seed=0, dtype=dtype)
+    from xpcnn.distributed import SyncBatchNorm2D
+    norm = SyncBatchNorm2D if distributed else BatchNorm2D
+    return xpcnn.Sequential([Conv2D(1, 4, 3, padding=1, bias=False), norm(4), ReLU(), MaxPool2D(2), Flatten(),
+                             Dense(4 * 6 * 6, 10)], seed=0, dtype=dtype)
+
+
+def _optimizer(name, model):
+    if name == "sgd":
+        return optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return optim.Adam(model.parameters(), lr=0.01)
+
+
+def train(kind, optimizer, dtype, distributed, batch):
+    """10 steps at global batch ``batch`` (160 or 150 samples, one epoch), shuffled by seed 3."""
+    model = _model(kind, dtype, distributed)
+    x, y = _data(10 * batch)
+    model.fit(x, y, optimizer=_optimizer(optimizer, model), batch_size=batch, epochs=1, seed=3, verbose=0,
+              distributed=distributed)
+    return {key: np.asarray(value) for key, value in model.state_dict().items()}
+
+
+def run(case: str, distributed: bool):
+    kind, optimizer, dtype, batch = case.split("-")
+    return train(kind, optimizer, dtype, distributed, int(batch))
+
+
+def broadcast(out):
+    """Every rank builds LeNet from its own seed; after broadcast_parameters all hold rank 0's weights."""
+    from xpcnn import distributed as D
+    model = lenet(image_size=12, width=4, seed=D.rank())
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = _data(8, seed=D.rank())                    # a step on each rank's own data: different momentum buffers
+    model.fit(x, y, optimizer=opt, batch_size=8, verbose=0)
+    D.broadcast_parameters(model, opt)
+    arrays = [*model.state_dict().values(), *opt.state_dict()["state"].values()]
+    mine = np.frombuffer(hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).digest(),
+                         dtype=np.uint8).copy()
+    everyone = np.empty((D.size(), mine.size), dtype=np.uint8)
+    D.communicator().Allgather(mine, everyone)
+    if D.is_main():
+        np.savez(out, **model.state_dict(), same=np.array((everyone == everyone[0]).all()),
+                 momentum_entries=np.array(len(opt.state_dict()["state"])))
+
+
+def mismatch(out):
+    """Rank 1 builds a wider first layer: broadcast_parameters must fail on both ranks, not hang."""
+    from xpcnn import distributed as D
+    model = lenet(image_size=12, width=4 + D.rank(), seed=0)
+    D.broadcast_parameters(model)
+
+
+def fault(out):
+    """Rank 1's labels are out of range: fit fails there before training, and every rank must stop."""
+    from xpcnn import distributed as D
+    model = lenet(image_size=12, width=4, seed=0)
+    x, y = _data(32)
+    if D.rank() == 1:
+        y = y + 10
+    model.fit(x, y, optimizer="sgd", batch_size=8, verbose=0, distributed=True)
+
+
+def checkpoint(out):
+    """Train 2 epochs with a checkpoint and a metrics file (rank 0 writes them), resume to 3 on every rank."""
+    from xpcnn import distributed as D
+    from xpcnn.callbacks import MetricsLogger, ModelCheckpoint
+    folder = out.rsplit("/", 1)[0]
+    x, y = _data(64)
+    model = lenet(image_size=12, width=4, seed=0, dropout=0.0)
+    model.fit(x, y, optimizer=optim.Adam(model.parameters(), lr=0.01), batch_size=16, epochs=2, seed=1,
+              verbose=0, distributed=True,
+              callbacks=[ModelCheckpoint(f"{folder}/ckpt.npz"), MetricsLogger(f"{folder}/metrics.csv")])
+    D.communicator().Barrier()
+    resumed = lenet(image_size=12, width=4, seed=5, dropout=0.0)
+    resumed.fit(x, y, optimizer=optim.Adam(resumed.parameters(), lr=0.01), batch_size=16, epochs=3, seed=1,
+                verbose=0, distributed=True, resume=f"{folder}/ckpt.npz")
+    straight = lenet(image_size=12, width=4, seed=0, dropout=0.0)
+    straight.fit(x, y, optimizer=optim.Adam(straight.parameters(), lr=0.01), batch_size=16, epochs=3, seed=1,
+                 verbose=0, distributed=True)
+    if D.is_main():
+        np.savez(out, **{f"resumed.{k}": v for k, v in resumed.state_dict().items()},
+                 **{f"straight.{k}": v for k, v in straight.state_dict().items()})
+
+
+SPECIAL = {"broadcast": broadcast, "mismatch": mismatch, "fault": fault, "checkpoint": checkpoint}
+
+
+if __name__ == "__main__":
+    case, out = sys.argv[1], sys.argv[2]
+    if case in SPECIAL:
+        SPECIAL[case](out)
+    else:
+        from xpcnn import distributed as D
+        state = run(case, distributed=True)
+        if D.is_main():
+            np.savez(out, **state)

@@ -1,0 +1,147 @@
+"""Data-parallel training over MPI: 2 processes started by ``mpiexec`` (MPICH from the package index) train to
+the same weights as one process at the same global batch. Skipped with the reason where mpi4py or mpiexec is
+missing (``pip install "xpcnn[mpi]"``)."""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import xpcnn
+from xpcnn import distributed as D
+
+HERE = pathlib.Path(__file__).resolve().parent
+CASES = HERE / "distributed_cases.py"
+
+
+def _mpiexec() -> str:
+    pytest.importorskip("mpi4py", reason='mpi4py is not installed: pip install "xpcnn[mpi]"')
+    beside = pathlib.Path(sys.executable).parent / "mpiexec"
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip('no mpiexec: pip install "xpcnn[mpi]" installs MPICH with it')
+    return found
+
+
+def mpirun(*args, n=2, timeout=240, cwd=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([_mpiexec(), "-n", str(n), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=cwd)
+
+
+def _case(case, tmp_path):
+    out = tmp_path / "out.npz"
+    result = mpirun(sys.executable, str(CASES), case, str(out))
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as saved:
+        return {key: saved[key] for key in saved.files}
+
+
+@pytest.mark.parametrize("case", ["lenet-sgd-float32-16", "lenet-adam-float32-16", "lenet-sgd-float64-16",
+                                  "lenet-adam-float64-16", "syncbn-sgd-float32-15", "syncbn-adam-float32-15",
+                                  "syncbn-sgd-float64-15", "syncbn-adam-float64-15"])
+def test_two_processes_train_as_one_at_the_same_global_batch(case, tmp_path):
+    """10 steps; the SyncBatchNorm2D model's global batch of 15 splits 8 + 7 (each process's loss gradient is
+    weighted by its share); its single-process twin has BatchNorm2D."""
+    sys.path.insert(0, str(HERE))
+    import distributed_cases
+    together = _case(case, tmp_path)
+    alone = distributed_cases.run(case, distributed=False)
+    assert sorted(together) == sorted(alone)
+    tolerance = 1e-5 if "float32" in case else 1e-10
+    for key in alone:
+        np.testing.assert_allclose(together[key], alone[key], rtol=tolerance, atol=tolerance, err_msg=key)
+
+
+def test_broadcast_parameters_makes_every_rank_hold_rank_0s_model_and_optimizer(tmp_path):
+    saved = _case("broadcast", tmp_path)
+    assert bool(saved["same"]) and int(saved["momentum_entries"]) > 0
+    from xpcnn.zoo import lenet
+    rank0 = lenet(image_size=12, width=4, seed=0)
+    changed = [k for k, v in rank0.state_dict().items() if not np.array_equal(saved[k], v)]
+    assert changed, "rank 0 took a training step, so its weights moved from the seed's"
+
+
+def test_models_that_differ_across_ranks_fail_on_every_rank_at_broadcast(tmp_path):
+    started = time.perf_counter()
+    result = mpirun(sys.executable, str(CASES), "mismatch", str(tmp_path / "out.npz"), timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.count("broadcast_parameters: the model on rank(s) 1 differs from rank 0's") == 2
+    assert time.perf_counter() - started < 120
+
+
+def test_an_error_on_one_rank_stops_every_rank_with_the_error_shown(tmp_path):
+    started = time.perf_counter()
+    result = mpirun(sys.executable, str(CASES), "fault", str(tmp_path / "out.npz"), timeout=120)
+    assert result.returncode != 0
+    assert "fit (rank 1 of 2): error: ValueError: fit: labels must lie in [0, 10)" in result.stderr
+    assert time.perf_counter() - started < 120
+
+
+def test_rank_0_writes_the_files_and_every_rank_resumes_from_them(tmp_path):
+    saved = _case("checkpoint", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz", "metrics.csv", "out.npz"]
+    assert xpcnn.load_checkpoint(tmp_path / "ckpt.npz").epoch == 2
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3          # a header and 2 epochs
+    for key in [k for k in saved if k.startswith("straight.")]:
+        np.testing.assert_array_equal(saved[key.replace("straight.", "resumed.")], saved[key], err_msg=key)
+
+
+def test_distributed_training_from_the_command_line_matches_one_process(tmp_path):
+    """`mpiexec -n 2 xpcnn train --distributed` on the bundled sample: within 1 % of the single-process run of
+    the same global batch (the 10-step tests above are the exact evidence)."""
+    args = ["-m", "xpcnn", "train", "--epochs", "2", "--no-progress", "--seed", "0"]
+    result = mpirun(sys.executable, *args, "--distributed", "--out", str(tmp_path / "two"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("test accuracy") == 1                 # rank 0 alone prints
+    assert "2 processes" in result.stdout and "1 thread" in result.stdout
+    single = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                            timeout=300)
+    assert single.returncode == 0, single.stderr
+    two = float(result.stdout.split("test accuracy")[1].split()[0])
+    one = float(single.stdout.split("test accuracy")[1].split()[0])
+    assert abs(two - one) <= 0.01 and one > 0.9
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+# ---------------------------------------------------------------------------- without mpiexec
+def test_local_slices_cover_each_global_batch_once():
+    for total in (15, 16, 3):
+        for size in (1, 2, 4):
+            pieces = [D.local_slice(10, 10 + total, r, size) for r in range(size)]
+            assert pieces[0][0] == 10 and pieces[-1][1] == 10 + total
+            assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+            assert max(hi - lo for lo, hi in pieces) - min(hi - lo for lo, hi in pieces) <= 1
+
+
+def test_sharded_indices_draw_one_permutation_everywhere():
+    rng = [np.random.default_rng(7) for _ in range(3)]
+    parts = [list(D.sharded_indices(20, 8, rng[r], rank_=r, size_=3)) for r in range(3)]
+    whole = np.concatenate([np.concatenate([parts[r][b][0] for r in range(3)]) for b in range(3)])
+    np.testing.assert_array_equal(whole, np.random.default_rng(7).permutation(20))
+    assert [count for _, count in parts[0]] == [8, 8, 4]
+
+
+def test_the_module_imports_without_mpi_and_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setattr(D, "_communicator", None)
+    with pytest.raises(ImportError, match=r'pip install "xpcnn\[mpi\]"'):
+        D.rank()
+
+
+def test_distributed_optimizer_refuses_bad_arguments():
+    model = xpcnn.zoo.mlp(seed=0)
+    with pytest.raises(TypeError, match="DistributedOptimizer: expected an xpcnn optimizer"):
+        D.DistributedOptimizer(model.parameters())
+    pytest.importorskip("mpi4py")
+    with pytest.raises(ValueError, match="bucket_bytes must be a positive int"):
+        D.DistributedOptimizer(optim_sgd(model), bucket_bytes=0)
+
+
+def optim_sgd(model):
+    return xpcnn.optim.SGD(model.parameters(), lr=0.1)
