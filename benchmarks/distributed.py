@@ -24,12 +24,13 @@ import time
 import numpy as np
 
 
-def worker(batch: int, steps: int, warmup: int) -> None:
+def worker(batch: int, steps: int, warmup: int, one_thread: bool = True) -> None:
     from xpcnn import distributed as D
     from xpcnn import functional as F, optim
     from xpcnn.zoo import lenet
 
-    D.limit_threads(1)
+    if one_thread:
+        D.limit_threads(1)
     model = lenet(seed=0, dropout=0.0)
     optimizer = D.DistributedOptimizer(optim.Adam(model.parameters(), lr=1e-4))
     D.broadcast_parameters(model, optimizer.optimizer)
@@ -89,18 +90,24 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", default="bench-results", help="output folder")
+    parser.add_argument("--name", default="distributed-cpu", help="file name stem")
+    parser.add_argument("--default-threads", action="store_true",
+                        help="leave each process at its BLAS library's default threads (oversubscribes the cores)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.batch, args.steps, args.warmup)
+        worker(args.batch, args.steps, args.warmup, one_thread=not args.default_threads)
         return 0
     mpiexec = pathlib.Path(sys.executable).parent / "mpiexec"
     mpiexec = str(mpiexec) if mpiexec.exists() else "mpiexec"
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    if not args.default_threads:
+        env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     rows = []
     for count in (int(p) for p in args.processes.split(",")):
         result = subprocess.run([mpiexec, "-n", str(count), sys.executable, "-m", "benchmarks.distributed", "--worker",
-                                 "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                                 "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                                + (["--default-threads"] if args.default_threads else []),
                                 capture_output=True, text=True, env=env, timeout=900)
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
@@ -117,14 +124,16 @@ def main(argv=None) -> int:
     print(f"PyTorch, one process, one thread, batch {args.batch}: step {reference:.2f} ms")
     from .harness import cpu_name
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "threads_per_process": 1,
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "threads_per_process": "default" if args.default_threads else 1,
             "mpi": _mpi_version(mpiexec)}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "distributed-cpu.json").write_text(json.dumps({"machine": info, "rows": rows,
+    (out / f"{args.name}.json").write_text(json.dumps({"machine": info, "rows": rows,
                                                           "torch_one_process_step_ms": reference}, indent=1))
     lines = [f"# Data-parallel LeNet training step on {info['cpu']} ({info['cpu_count']} cores)", "",
-             f"{info['date']}; {info['mpi']}; Python {info['python']}; one BLAS thread per process; global batch "
+             f"{info['date']}; {info['mpi']}; Python {info['python']}; "
+             f"{'default BLAS threads' if args.default_threads else 'one BLAS thread'} per process; global batch "
              f"{args.batch}; median of {args.steps} steps after {args.warmup}, each step timed on its slowest rank.",
              "", "| processes | batch per process | step (ms) | of which Allreduce (ms) | images/s | scaling efficiency |",
              "|---:|---:|---:|---:|---:|---:|"]
@@ -133,8 +142,8 @@ def main(argv=None) -> int:
                      f"{row['images_per_s']:.0f} | {row['efficiency']:.2f} |")
     lines += ["", f"PyTorch, one process and one thread, the same step at batch {args.batch}: {reference:.2f} ms.",
               f"Gradients: {rows[0]['gradient_bytes']:,} bytes per step (float32), {rows[-1]['buckets']} bucket(s).", ""]
-    (out / "distributed-cpu.md").write_text("\n".join(lines))
-    print(f"wrote {out / 'distributed-cpu.json'} and {out / 'distributed-cpu.md'}")
+    (out / f"{args.name}.md").write_text("\n".join(lines))
+    print(f"wrote {out / (args.name + '.json')} and {out / (args.name + '.md')}")
     return 0
 
 

@@ -15,7 +15,7 @@ def _blocks(page: pathlib.Path) -> list[str]:
 
 
 def test_the_pages_with_code_are_found():
-    assert {"layers.md", "interop.md"} <= {page.name for page in PAGES}
+    assert {"layers.md", "interop.md", "distributed.md"} <= {page.name for page in PAGES}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
@@ -23,6 +23,8 @@ def test_every_python_block_runs(page, tmp_path):
     if page.name == "interop.md":
         for module in ("torch", "onnx", "onnxruntime"):
             pytest.importorskip(module)
+    if page.name == "distributed.md":
+        pytest.importorskip("mpi4py")
     result = subprocess.run([sys.executable, "-c", "\n".join(_blocks(page))], capture_output=True, text=True,
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -32,3 +34,5 @@ def test_every_python_block_runs(page, tmp_path):
     if page.name == "interop.md":
         assert "PyTorch and xpcnn agree: True" in result.stdout and "all-zero logits: True" in result.stdout
         assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.onnx", "digits.safetensors", "zeros.safetensors"]
+    if page.name == "distributed.md":
+        assert "1 process(es): loss " in result.stdout and "epoch 2/2" in result.stdout

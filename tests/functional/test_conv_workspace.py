@@ -43,7 +43,9 @@ def test_cpu_blocks_unless_the_columns_are_small_and_gpu_takes_the_workspace(mon
     assert conv_module._chunk_size(x, per_sample, whole) == whole                       # built at once
     assert conv_module._chunk_size(x, per_sample, whole + 1) == config.get().conv_block_bytes // per_sample
     assert conv_module._chunk_size(x, 10**12, 4) == 1
-    monkeypatch.setattr(conv_module, "on_gpu", lambda array: True)
+    with config.using(few_launches="on"):                  # the few-launch path a GPU takes: one block
+        assert conv_module._chunk_size(x, per_sample, 10**6) == F.get_workspace_limit() // per_sample
+    monkeypatch.setattr(conv_module, "launch_bound", lambda array: True)
     assert conv_module._chunk_size(x, per_sample, 10**6) == F.get_workspace_limit() // per_sample
 
 

@@ -27,7 +27,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks, config
-from ..backend import launch_bound, on_gpu
+from ..backend import launch_bound
 from . import _windows
 
 _OP = "conv2d"
@@ -56,7 +56,9 @@ def get_workspace_limit() -> int:
 # pages fault in (and are zeroed) on every step. Measured on a 2-core machine, VGG-style step:
 # 132 ms with whole-batch columns, 99 ms with 4 MiB blocks; building columns of up to 32 MiB whole
 # took 2-8% off the LeNet and VGG steps against blocking those too (a forward pass alone, in evaluation,
-# is faster blocked: 6.6 against 7.8 ms for 32->32 channels at 28x28, batch 32). GPUs take one block.
+# is faster blocked: 6.6 against 7.8 ms for 32->32 channels at 28x28, batch 32). GPUs, where each block
+# costs kernel launches rather than page faults, take one block (as does every few-launch run, see
+# backend.launch_bound, so that CPU-side launch counts are the GPU's).
 
 
 def _chunk_size(x, per_sample: int, n: int, keep_columns: bool = True) -> int:
@@ -65,7 +67,7 @@ def _chunk_size(x, per_sample: int, n: int, keep_columns: bool = True) -> int:
     backward pass (``keep_columns``)."""
     settings = config.get()
     workspace = settings.conv_workspace_bytes
-    if on_gpu(x):
+    if launch_bound(x):                 # GPUs (and the few-launch forms): one block up to the workspace
         return max(1, workspace // max(per_sample, 1))
     if keep_columns and per_sample * n <= min(workspace, settings.conv_whole_bytes):
         return n
