@@ -56,6 +56,24 @@ def test_relu_backward_forms_agree():
     np.testing.assert_array_equal(loops, fused)
 
 
+@pytest.mark.parametrize("training,affine", [(True, True), (True, False), (False, True)])
+def test_batch_norm_forms_agree(training, affine):
+    rng = np.random.default_rng(3)
+    x, dy = rng.standard_normal((4, 3, 5, 6)), rng.standard_normal((4, 3, 5, 6))
+    weight, bias = (rng.standard_normal(3), rng.standard_normal(3)) if affine else (None, None)
+    mean, var = rng.standard_normal(3), rng.random(3) + 0.5
+
+    def run():
+        y, cache = F.batch_norm2d_forward(x, weight, bias, mean, var, training=training)
+        dx, dweight, dbias = F.batch_norm2d_backward(dy, cache)
+        return [np.asarray(a) for a in (y, cache.batch_mean, cache.batch_var, dx, dbias)
+                + ((dweight,) if affine else ())]
+
+    loops, fused = _both(run)
+    for name, a, b in zip(["y", "batch mean", "batch var", "dx", "dbias", "dweight"], loops, fused):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 def test_auto_chooses_the_loops_on_numpy_and_the_few_launch_forms_on_array_api_strict():
     strict = pytest.importorskip("array_api_strict")
     assert not launch_bound(np.ones(2)) and launch_bound(strict.ones(2))

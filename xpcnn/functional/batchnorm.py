@@ -19,14 +19,59 @@ from typing import Any
 import array_api_compat
 
 from .. import checks
+from ..backend import launch_bound
 from . import _windows
 
 _BN = "batch_norm2d"
 
 
+class _WideRows:
+    """The layout NumPy is fast in: (N, C, H, W) as (N*H, W*C) channels-last rows (a view when x is laid out
+    channels-last, as conv outputs are; one transposing copy otherwise). Per-channel statistics are then
+    _windows.channel_sum reductions and per-channel factors _windows.per_channel vectors, both on long
+    contiguous rows."""
+
+    def __init__(self, shape: tuple, xp):
+        self.shape, self.width, self.xp = shape, shape[3], xp
+
+    def rows(self, x):
+        return _windows.wide_rows(_windows.channels_last(x, self.xp), self.xp)
+
+    def back(self, y):
+        n, c, h, w = self.shape
+        return self.xp.permute_dims(self.xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
+
+    def per_channel(self, vector):
+        return _windows.per_channel(vector, self.width, self.xp)
+
+    def sum(self, rows):
+        return _windows.channel_sum(rows, self.width, self.xp)
+
+
+class _Planes:
+    """The few-launch layout (GPUs, array_api_strict; backend.launch_bound): (N, C, H, W) as it is, a
+    per-channel vector broadcast as (1, C, 1, 1) and a statistic one reduction over (N, H, W), with no
+    transposing copy and no tiled vectors."""
+
+    def __init__(self, shape: tuple, xp):
+        self.xp = xp
+
+    def rows(self, x):
+        return x
+
+    def back(self, y):
+        return y
+
+    def per_channel(self, vector):
+        return self.xp.reshape(vector, (1, -1, 1, 1))
+
+    def sum(self, rows):
+        return self.xp.sum(rows, axis=(0, 2, 3))
+
+
 @dataclass
 class BatchNormCache:
-    centred: Any          # (N*H, W*C): x - μ, channels-last rows (x̂ = centred * inv_std is never stored)
+    centred: Any          # x - μ in the layout's form (x̂ = centred * inv_std is never stored)
     inv_std: Any          # (C,): 1 / sqrt(σ² + ε)
     weight: Any           # (C,) or None
     training: bool
@@ -35,19 +80,11 @@ class BatchNormCache:
     count: int            # M = N*H*W (over every process with reduce)
     x_shape: tuple
     reduce: Any = None    # sums a 1-D array over processes (SyncBatchNorm2D), or None
+    layout: Any = None    # _WideRows or _Planes
 
 
-def _rows(x, xp):
-    """(N, C, H, W) -> (N*H, W*C) channels-last rows (a view when x is laid out channels-last, as
-    conv outputs are; one transposing copy otherwise). Per-channel statistics are then
-    _windows.channel_sum reductions and per-channel factors broadcast as _windows.per_channel
-    vectors, both on long contiguous rows."""
-    return _windows.wide_rows(_windows.channels_last(x, xp), xp)
-
-
-def _unrows(y, x_shape, xp):
-    n, c, h, w = x_shape
-    return xp.permute_dims(xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
+def _layout(x, xp):
+    return (_Planes if launch_bound(x) else _WideRows)(tuple(x.shape), xp)
 
 
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training: bool, eps: float = 1e-5,
@@ -64,32 +101,33 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
         xp = array_api_compat.array_namespace(x)
     else:
         xp = _validate(x, weight, bias, running_mean, running_var, training)
-    width, count = x.shape[3], x.shape[0] * x.shape[2] * x.shape[3]
-    rows = _rows(x, xp)
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    layout = _layout(x, xp)
+    rows = layout.rows(x)
     reduce = reduce if training else None
     if not training:
         mean = running_mean
     elif reduce is None:
-        mean = _windows.channel_sum(rows, width, xp) / count
+        mean = layout.sum(rows) / count
     else:
-        sums = _windows.channel_sum(rows, width, xp)
+        sums = layout.sum(rows)
         own_count = xp.full((1,), float(count), dtype=sums.dtype, device=array_api_compat.device(sums))
         totals = reduce(xp.concat([sums, own_count]))
         count = int(round(float(totals[-1])))      # the global count: a number every process knows alike
         mean = totals[:-1] / count
-    centred = rows - _windows.per_channel(mean, width, xp)
+    centred = rows - layout.per_channel(mean)
     if training:
-        squares = _windows.channel_sum(centred * centred, width, xp)
+        squares = layout.sum(centred * centred)
         var = (squares if reduce is None else reduce(squares)) / count
     else:
         var = running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
     scale = inv_std if weight is None else inv_std * weight
-    y = centred * _windows.per_channel(scale, width, xp)
+    y = centred * layout.per_channel(scale)
     if bias is not None:
-        y += _windows.per_channel(bias, width, xp)        # y is this call's fresh product
-    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape), reduce)
-    return _unrows(y, x.shape, xp), cache
+        y += layout.per_channel(bias)                      # y is this call's fresh product
+    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape), reduce, layout)
+    return layout.back(y), cache
 
 
 def _validate(x, weight, bias, running_mean, running_var, training):
@@ -115,19 +153,19 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
     per-channel b = -scale · inv_std · mean(δ x̂) and c = -scale · mean δ.
     """
     xp = checks.backward_namespace("batch_norm2d_backward", dy, cache.centred, cache.x_shape)
-    width = cache.x_shape[3]
-    rows = _rows(dy, xp)
-    dbias = _windows.channel_sum(rows, width, xp)
-    dweight = _windows.channel_sum(rows * cache.centred, width, xp) * cache.inv_std      # Σ δ x̂
+    layout = cache.layout
+    rows = layout.rows(dy)
+    dbias = layout.sum(rows)
+    dweight = layout.sum(rows * cache.centred) * cache.inv_std      # Σ δ x̂
     scale = cache.inv_std if cache.weight is None else cache.inv_std * cache.weight
     weight_grad = None if cache.weight is None else dweight
-    dx = rows * _windows.per_channel(scale, width, xp)
+    dx = rows * layout.per_channel(scale)
     if cache.training:
         sum_dweight, sum_dbias = dweight, dbias
         if cache.reduce is not None:                    # the sums over the global batch
             channels = int(dbias.shape[0])
             both = cache.reduce(xp.concat([dweight, dbias]))
             sum_dweight, sum_dbias = both[:channels], both[channels:]
-        dx += cache.centred * _windows.per_channel(-scale * cache.inv_std * (sum_dweight / cache.count), width, xp)
-        dx += _windows.per_channel(-scale * (sum_dbias / cache.count), width, xp)
-    return _unrows(dx, cache.x_shape, xp), weight_grad, dbias
+        dx += cache.centred * layout.per_channel(-scale * cache.inv_std * (sum_dweight / cache.count))
+        dx += layout.per_channel(-scale * (sum_dbias / cache.count))
+    return layout.back(dx), weight_grad, dbias
