@@ -33,7 +33,7 @@ def worker(batch: int, steps: int, warmup: int, one_thread: bool = True) -> None
         D.limit_threads(1)
     model = lenet(seed=0, dropout=0.0)
     optimizer = D.DistributedOptimizer(optim.Adam(model.parameters(), lr=1e-4))
-    D.broadcast_parameters(model, optimizer.optimizer)
+    D.broadcast_parameters(model, optimizer=optimizer.optimizer)
     lo, hi = D.local_slice(0, batch)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)[lo:hi]

@@ -52,7 +52,7 @@ def broadcast(out):
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = _data(8, seed=D.rank())                    # a step on each rank's own data: different momentum buffers
     model.fit(x, y, optimizer=opt, batch_size=8, verbose=0)
-    D.broadcast_parameters(model, opt)
+    D.broadcast_parameters(model, optimizer=opt)
     arrays = [*model.state_dict().values(), *opt.state_dict()["state"].values()]
     mine = np.frombuffer(hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).digest(),
                          dtype=np.uint8).copy()

@@ -299,3 +299,20 @@ def test_predict_probabilities_and_single_samples(backend):
     np.testing.assert_allclose(single, logits[2], rtol=1e-5, atol=1e-6)
     known = xpcnn.Sequential([Flatten(), Dense(10)], seed=0, input_shape=(1, 8, 8))
     assert known.predict(x[0]).shape == (10,) and known.predict(x[:2]).shape == (2, 10)
+
+
+def test_reduce_lr_on_plateau_also_works_as_a_keras_style_callback():
+    from xpcnn.callbacks import ReduceLROnPlateau
+    x, labels = _data(32)
+    runs = []
+    for as_callback in (False, True):
+        model = _model()
+        opt = optim.SGD(model.parameters(), lr=0.5)
+        schedule = ReduceLROnPlateau(opt, monitor="loss", patience=0, factor=0.5, threshold=0.5)
+        kwargs = {"callbacks": [schedule]} if as_callback else {"scheduler": schedule}
+        runs.append(model.fit(x, labels, optimizer=opt, epochs=4, verbose=0, seed=0, **kwargs)["lr"])
+    assert runs[0] == runs[1] and len(set(runs[0])) > 1           # the rate did drop
+    with pytest.raises(ValueError, match="ReduceLROnPlateau monitors 'val_loss', which needs validation_data"):
+        model = _model()
+        opt = optim.SGD(model.parameters(), lr=0.5)
+        model.fit(x, labels, optimizer=opt, callbacks=[ReduceLROnPlateau(opt)], verbose=0)

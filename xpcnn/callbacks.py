@@ -14,6 +14,7 @@ import pathlib
 import sys
 
 from ._files import atomic_write_bytes
+from .optim import ReduceLROnPlateau  # noqa: F401  (a schedule that also works as a callback, as in Keras)
 
 
 class Callback:

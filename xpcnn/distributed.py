@@ -195,7 +195,7 @@ def _agree(what: str, items: list[tuple[str, tuple, str]], comm) -> None:
                          f"rank 0's (names, shapes or dtypes); every process must build the same model")
 
 
-def broadcast_parameters(model, optimizer: Optimizer | None = None, root: int = 0) -> None:
+def broadcast_parameters(model, root: int = 0, optimizer: Optimizer | None = None) -> None:
     """Give every process ``root``'s parameters and buffers (and, with ``optimizer``, its state and step
     count, for a resumed run). First checks that every process holds a model (and optimizer state) of the
     same names, shapes and dtypes: a mismatch is the same ValueError on every process, never a hang."""

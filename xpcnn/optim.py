@@ -630,7 +630,9 @@ class ReduceLROnPlateau(LRScheduler):
     (``best - threshold`` with "abs"; the mirror image in mode "max").
 
     ``fit(..., scheduler=ReduceLROnPlateau(optimizer))`` steps it with ``logs[monitor]`` after each epoch
-    ("val_loss" by default, which needs validation data); ``step(metric)`` steps it by hand.
+    ("val_loss" by default, which needs validation data), and checkpoints keep its state; in
+    ``fit(..., callbacks=[...])`` it works as Keras' callback of that name (its state is then not saved);
+    ``step(metric)`` steps it by hand.
     """
 
     config_names = ("monitor", "mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr")
@@ -682,6 +684,17 @@ class ReduceLROnPlateau(LRScheduler):
             self.optimizer.defaults["lr"] = max(self.optimizer.defaults["lr"] * self.factor, self.min_lr)
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         return self.optimizer.lr
+
+    # as a callback of fit (xpcnn.callbacks re-exports the class)
+    def on_train_begin(self, trainer) -> None: ...
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise ValueError(f"ReduceLROnPlateau: the epoch's logs have no {self.monitor!r} (they have "
+                             f"{', '.join(sorted(logs))}); give fit validation data or choose monitor='loss'")
+        self.step(logs[self.monitor])
+
+    def on_train_end(self, trainer) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "best": self.best, "num_bad_epochs": self.num_bad_epochs,

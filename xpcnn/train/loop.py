@@ -211,6 +211,7 @@ def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, los
         if isinstance(optimizer, D.DistributedOptimizer):
             stepper, optimizer, distributed = optimizer, optimizer.optimizer, True
         _check_optimizer(optimizer, lr)
+        callbacks = list(callbacks)
         positive_int("fit", "epochs", epochs)
         positive_int("fit", "log_every", log_every)
         if verbose not in (0, 1, True, False):
@@ -221,10 +222,11 @@ def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, los
         x, y = _check_data("fit", x, y)
         if validation_split is not None:
             x, y, validation_data = _split(x, y, validation_split, validation_data)
-        if scheduler is not None and scheduler.needs_metric and scheduler.monitor.startswith("val_") \
-                and validation_data is None:
-            raise ValueError(f"fit: {type(scheduler).__name__} monitors {scheduler.monitor!r}, which needs "
-                             "validation_data or validation_split (or monitor='loss')")
+        for watcher in [scheduler, *callbacks]:
+            if getattr(watcher, "needs_metric", False) and watcher.monitor.startswith("val_") \
+                    and validation_data is None:
+                raise ValueError(f"fit: {type(watcher).__name__} monitors {watcher.monitor!r}, which needs "
+                                 "validation_data or validation_split (or monitor='loss')")
         if not model.built:
             model.build(tuple(int(s) for s in x.shape[1:]))
         _check_targets("fit", model, x, y, loss_fn)
@@ -265,7 +267,7 @@ def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validatio
     if resume is not None:
         start_epoch, history = _resume(model, optimizer, scheduler, rng, resume)
     if shard is not None:
-        D.broadcast_parameters(model, optimizer)
+        D.broadcast_parameters(model, optimizer=optimizer)
     history.optimizer = optimizer
     trainer = Trainer(model, optimizer, scheduler, loss_fn, epochs, rng, history)
     trainer.epoch = start_epoch
