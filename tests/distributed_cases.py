@@ -102,6 +102,23 @@ def checkpoint(out):
                  **{f"straight.{k}": v for k, v in straight.state_dict().items()})
 
 
+def buckets(distributed: bool):
+    """Small buckets (several Allreduce calls a step), gradient clipping and a validation split: the same
+    weights as one process with the plain optimizer."""
+    model = lenet(image_size=12, width=4, dropout=0.0, seed=0, dtype="float64")
+    x, y = _data(200)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if distributed:
+        from xpcnn.distributed import DistributedOptimizer
+        wrapped = DistributedOptimizer(opt, bucket_bytes=4096)
+        assert len(wrapped.buckets()) > 3
+        opt = wrapped
+    history = model.fit(x, y, optimizer=opt, batch_size=16, epochs=1, seed=3, verbose=0, clip_grad_norm=0.5,
+                        validation_split=0.2)
+    return {**{key: np.asarray(value) for key, value in model.state_dict().items()},
+            "val_loss": np.array(history["val_loss"])}
+
+
 SPECIAL = {"broadcast": broadcast, "mismatch": mismatch, "fault": fault, "checkpoint": checkpoint}
 
 
@@ -109,6 +126,11 @@ if __name__ == "__main__":
     case, out = sys.argv[1], sys.argv[2]
     if case in SPECIAL:
         SPECIAL[case](out)
+    elif case == "buckets":
+        from xpcnn import distributed as D
+        state = buckets(distributed=True)
+        if D.is_main():
+            np.savez(out, **state)
     else:
         from xpcnn import distributed as D
         state = run(case, distributed=True)

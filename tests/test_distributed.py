@@ -58,6 +58,15 @@ def test_two_processes_train_as_one_at_the_same_global_batch(case, tmp_path):
         np.testing.assert_allclose(together[key], alone[key], rtol=tolerance, atol=tolerance, err_msg=key)
 
 
+def test_small_buckets_clipping_and_a_validation_split_train_as_one_process(tmp_path):
+    sys.path.insert(0, str(HERE))
+    import distributed_cases
+    together = _case("buckets", tmp_path)
+    alone = distributed_cases.buckets(distributed=False)
+    for key in alone:
+        np.testing.assert_allclose(together[key], alone[key], rtol=1e-10, atol=1e-10, err_msg=key)
+
+
 def test_broadcast_parameters_makes_every_rank_hold_rank_0s_model_and_optimizer(tmp_path):
     saved = _case("broadcast", tmp_path)
     assert bool(saved["same"]) and int(saved["momentum_entries"]) > 0

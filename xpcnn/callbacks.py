@@ -14,7 +14,10 @@ import pathlib
 import sys
 
 from ._files import atomic_write_bytes
-from .optim import ReduceLROnPlateau  # noqa: F401  (a schedule that also works as a callback, as in Keras)
+from .optim import ReduceLROnPlateau
+
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "MetricsLogger", "EpochPrinter",
+           "ReduceLROnPlateau"]   # the last is a schedule of xpcnn.optim that also works as a callback, as in Keras
 
 
 class Callback:
