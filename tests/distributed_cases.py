@@ -70,13 +70,15 @@ def mismatch(out):
     D.broadcast_parameters(model)
 
 
-def fault(out):
-    """Rank 1's labels are out of range: fit fails there before training, and every rank must stop."""
+def fault(out, kind="labels"):
+    """Rank 1's labels are out of range, or its images hold a NaN: fit fails there, and every rank must stop."""
     from xpcnn import distributed as D
     model = lenet(image_size=12, width=4, seed=0)
     x, y = _data(32)
-    if D.rank() == 1:
+    if D.rank() == 1 and kind == "labels":
         y = y + 10
+    if D.rank() == 1 and kind == "nan":
+        x[5, 0, 3, 3] = np.nan
     model.fit(x, y, optimizer="sgd", batch_size=8, verbose=0, distributed=True)
 
 
@@ -119,7 +121,8 @@ def buckets(distributed: bool):
             "val_loss": np.array(history["val_loss"])}
 
 
-SPECIAL = {"broadcast": broadcast, "mismatch": mismatch, "fault": fault, "checkpoint": checkpoint}
+SPECIAL = {"broadcast": broadcast, "mismatch": mismatch, "fault": fault, "checkpoint": checkpoint,
+           "nan": lambda out: fault(out, "nan")}
 
 
 if __name__ == "__main__":

@@ -84,11 +84,13 @@ def test_models_that_differ_across_ranks_fail_on_every_rank_at_broadcast(tmp_pat
     assert time.perf_counter() - started < 120
 
 
-def test_an_error_on_one_rank_stops_every_rank_with_the_error_shown(tmp_path):
+@pytest.mark.parametrize("case,message", [("fault", "ValueError: fit: labels must lie in [0, 10)"),
+                                          ("nan", "ValueError: fit: x contains NaN or infinity (first in sample 5)")])
+def test_an_error_on_one_rank_stops_every_rank_with_the_error_shown(case, message, tmp_path):
     started = time.perf_counter()
-    result = mpirun(sys.executable, str(CASES), "fault", str(tmp_path / "out.npz"), timeout=120)
+    result = mpirun(sys.executable, str(CASES), case, str(tmp_path / "out.npz"), timeout=120)
     assert result.returncode != 0
-    assert "fit (rank 1 of 2): error: ValueError: fit: labels must lie in [0, 10)" in result.stderr
+    assert f"fit (rank 1 of 2): error: {message}" in result.stderr
     assert time.perf_counter() - started < 120
 
 
