@@ -139,10 +139,9 @@ class Transport:
         started = time.perf_counter()
         self.calls += 1
         if self.device_direct and on_gpu(array) and hasattr(array, "__cuda_array_interface__"):
-            out = array if getattr(array, "flags", None) is None or array.flags.c_contiguous else array.copy()
-            self.comm.Allreduce(self.mpi.IN_PLACE, out, op=self.mpi.SUM)
+            self.comm.Allreduce(self.mpi.IN_PLACE, array, op=self.mpi.SUM)   # a bucket is one contiguous array
             self.seconds += time.perf_counter() - started
-            return out
+            return array
         n = int(array.shape[0])
         key = (slot, str(array.dtype))
         buffer = self._buffers.get(key) if slot is not None else None
@@ -173,12 +172,6 @@ def allreduce_sum(array) -> Any:
 
 
 # ---------------------------------------------------------------------------- parameters
-def _entries(model) -> list[tuple[str, Any]]:
-    entries = [(f"param {key}", p.data) for key, p in model.named_parameters()]
-    entries += [(f"buffer {key}", getattr(owner, attr)) for key, owner, attr in model.buffer_slots()]
-    return entries
-
-
 def _signature(items: list[tuple[str, tuple, str]]) -> np.ndarray:
     text = json.dumps([[name, list(shape), dtype] for name, shape, dtype in items])
     return np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8).copy()
@@ -200,9 +193,9 @@ def broadcast_parameters(model, root: int = 0, optimizer: Optimizer | None = Non
     count, for a resumed run). First checks that every process holds a model (and optimizer state) of the
     same names, shapes and dtypes: a mismatch is the same ValueError on every process, never a hang."""
     comm = communicator()
-    entries = _entries(model)
-    _agree("model", [(name, tuple(a.shape), str(a.dtype)) for name, a in entries], comm)
     slots = [(key, p, "data") for key, p in model.named_parameters()] + list(model.buffer_slots())
+    _agree("model", [(key, tuple(getattr(owner, name).shape), str(getattr(owner, name).dtype))
+                     for key, owner, name in slots], comm)
     for _, owner, name in slots:
         value = getattr(owner, name)
         host = np.array(to_numpy(value), copy=True, order="C")     # (keeps a 0-d buffer 0-d)
@@ -292,14 +285,25 @@ def local_slice(start: int, stop: int, rank_: int | None = None, size_: int | No
     return lo, lo + base + (1 if rank_ < extra else 0)
 
 
-def sharded_indices(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
-                    rank_: int | None = None, size_: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
-    """For a hand-written loop: ``(this process's sample indices, global batch size)`` per global batch.
-    Every process must pass a generator in the same state (the same seed), so all draw one permutation."""
-    order = rng.permutation(n) if shuffle else np.arange(n)
+def global_batches(n: int, batch_size: int, rank_: int | None = None,
+                   size_: int | None = None) -> Iterator[tuple[int, int, int, int]]:
+    """``(start, stop, lo, hi)`` for each global batch ``[start, stop)`` of an epoch of ``n`` samples, ``[lo, hi)``
+    this process's part (:func:`local_slice`). A global batch smaller than the number of processes is
+    skipped by every process, so that each one computes on at least one sample."""
+    size_ = size() if size_ is None else size_
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        lo, hi = local_slice(start, stop, rank_, size_)
+        if stop - start >= size_:
+            yield (start, stop) + local_slice(start, stop, rank_, size_)
+
+
+def sharded_indices(n: int, batch_size: int, rng: np.random.Generator, shuffle: bool = True,
+                    rank_: int | None = None, size_: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """For a hand-written loop: ``(this process's sample indices, global batch size)`` per global batch
+    (:func:`global_batches`). Every process must pass a generator in the same state (the same seed), so all
+    draw one permutation."""
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    for start, stop, lo, hi in global_batches(n, batch_size, rank_, size_):
         yield order[lo:hi], stop - start
 
 

@@ -148,11 +148,8 @@ EMITTERS = {
 
 
 def _emit(graph: _Graph, layer, x: str, where: str) -> str:
-    emitter = EMITTERS.get(type(layer))
-    if emitter is None:
-        raise ValueError(f"to_onnx: layer {where} ({layer!r}) has no ONNX mapping; only xpcnn's built-in layers "
-                         "export (save the weights with model.save('w.safetensors') instead)")
-    return emitter(graph, layer, x, where)
+    """The nodes of ``layer`` (every type was checked by :func:`unmapped` before the graph is built)."""
+    return EMITTERS[type(layer)](graph, layer, x, where)
 
 
 def unmapped(model: Sequential) -> list[str]:

@@ -24,7 +24,7 @@ import numpy as np
 from .. import config
 from ..backend import Backend, resolve, to_backend
 from ..checks import positive_int
-from ..distributed import local_slice
+from ..distributed import global_batches
 
 
 def _draws_offsets(augment) -> bool:
@@ -32,16 +32,15 @@ def _draws_offsets(augment) -> bool:
     return callable(getattr(augment, "draw", None)) and callable(getattr(augment, "apply", None))
 
 
-def _bounds(n: int, batch_size: int, shard: tuple[int, int] | None) -> Iterator[tuple[int, int, int, int]]:
-    """``(start, stop, lo, hi)`` per global batch ``[start, stop)``: ``[lo, hi)`` is this process's part of it
-    (:func:`xpcnn.distributed.local_slice`), the whole batch without ``shard``. A global batch smaller than
-    the number of processes is skipped by every process, so that each one computes on at least one sample."""
+def bounds(n: int, batch_size: int, shard: tuple[int, int] | None = None) -> Iterator[tuple[int, int, int, int]]:
+    """``(start, stop, lo, hi)`` per batch ``[start, stop)`` of an epoch: ``[lo, hi)`` is the whole batch, or with
+    ``shard=(rank, size)`` that process's part of the global batch (:func:`xpcnn.distributed.global_batches`)."""
+    if shard is not None:
+        yield from global_batches(n, batch_size, *shard)
+        return
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        if shard is None:
-            yield start, stop, start, stop
-        elif stop - start >= shard[1]:
-            yield (start, stop) + local_slice(start, stop, *shard)
+        yield start, stop, start, stop
 
 
 def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: str | Backend | None = None,
@@ -62,7 +61,7 @@ def batches(x: np.ndarray, y: np.ndarray | None, batch_size: int, *, backend: st
     rng = rng if rng is not None else np.random.default_rng()
     order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
     offsets = augment.draw(rng, len(x)) if _draws_offsets(augment) else None
-    for start, stop, lo, hi in _bounds(len(x), batch_size, shard):
+    for start, stop, lo, hi in bounds(len(x), batch_size, shard):
         if offsets is not None:
             xb = augment.apply(x[order[lo:hi]], offsets[lo:hi])
         elif augment is not None:
@@ -94,7 +93,7 @@ class DeviceData:
         rng = rng if rng is not None else np.random.default_rng()
         order = to_backend(rng.permutation(self.n), self.backend) if shuffle else None
         offsets = to_backend(augment.draw(rng, self.n), self.backend) if augment is not None else None
-        for _, _, start, stop in _bounds(self.n, batch_size, shard):
+        for _, _, start, stop in bounds(self.n, batch_size, shard):
             if order is None:
                 xb = self.x[start:stop, ...]
                 yb = None if self.y is None else self.y[start:stop, ...]

@@ -21,7 +21,7 @@ import pathlib
 import sys
 import time
 import warnings
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import array_api_compat
 import numpy as np
@@ -33,7 +33,7 @@ from ..backend import device_copy, to_numpy
 from ..callbacks import Callback, EpochPrinter
 from ..checks import positive_int
 from ..optim import OPTIMIZERS, LRScheduler, Optimizer, clip_grad_norm as clip_gradients
-from .batches import batches, feed
+from .batches import batches, bounds, feed
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.softmax_cross_entropy, "mse": F.mse_loss}
 
@@ -292,7 +292,7 @@ def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validatio
         bar = _progress(progress and verbose, len(x), f"epoch {epoch}/{epochs}")
         started = time.perf_counter()
         sums = _RunningSums(summed=shard is not None)
-        steps = list(_global_batches(len(x), batch_size, shard))
+        steps = [stop - start for start, stop, _, _ in bounds(len(x), batch_size, shard)]   # global batch sizes
         for index, (xb, yb) in enumerate(data.batches(batch_size, shuffle=shuffle, rng=rng, augment=augment,
                                                       shard=shard)):
             logits = model(xb)
@@ -387,15 +387,6 @@ def _split(x: np.ndarray, y: np.ndarray, fraction, validation_data) -> tuple:
         raise ValueError(f"fit: validation_split={fraction} of {len(x)} samples leaves "
                          f"{'no validation' if held < 1 else 'no training'} samples")
     return x[:-held], y[:-held], (x[-held:], y[-held:])
-
-
-def _global_batches(n: int, batch_size: int, shard) -> Iterator[int]:
-    """The size of each global batch an epoch runs (a distributed epoch skips a last batch smaller than the
-    number of processes; see batches._bounds)."""
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
-        if shard is None or count >= shard[1]:
-            yield count
 
 
 class _RunningSums:
