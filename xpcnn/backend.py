@@ -71,7 +71,9 @@ def _make(name: str) -> Backend:
         return Backend("numpy", _compat.array_namespace(np.empty(0)), "cpu", np.__version__)
     if name == "array_api_strict":
         strict = _import(name, "array_api_strict")
-        return Backend(name, strict, strict.asarray(0.0).device, strict.__version__)
+        # the default device from the inspection API: creating an array to ask would put one on the default
+        # device while a model on another one (tests' second device) is being set up
+        return Backend(name, strict, strict.__array_namespace_info__().default_device(), strict.__version__)
     if name == "torch" or name == "torch:cuda":
         torch = _import(name, "torch")
         xp = importlib.import_module("array_api_compat.torch")
