@@ -154,7 +154,7 @@ def _step_case(name, builder, input_shape, n, group="steps"):
 
         def step():
             logits = model(xs)
-            _, dlogits = F.softmax_cross_entropy(logits, ys)
+            _, dlogits = F.softmax_cross_entropy(logits, ys, check_labels=False)
             model.zero_grad()
             model.backward(dlogits, input_grad=False)
             ours.step()
@@ -274,7 +274,7 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
     """GPU-readiness figures of a training step on the torch backend (CPU tensors count exactly as GPU ones):
     device-to-host reads per step and per fit batch, host-to-device copies per step, kernel launches per
     step against torch.nn + autograd + torch.optim.Adam(foreach=True) for the same model."""
-    from xpcnn.testing import KernelLaunches, Transfers
+    from xpcnn.testing import KernelLaunches, MaskIndexSyncs, Transfers
     from xpcnn.train.loop import _batch_loss
     rows = []
     for name, builder, shape, n, fit_n in models:
@@ -295,7 +295,8 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
 
         step()
         # the path a GPU takes (few_launches is "auto": on for GPUs), counted on CPU tensors
-        with Transfers() as transfers, KernelLaunches() as launches, config.using(few_launches="on"):
+        with Transfers() as transfers, MaskIndexSyncs() as masks, KernelLaunches() as launches, \
+                config.using(few_launches="on"):
             step()
         batches = 60                                       # an epoch of 60 batches at fit's default log_every
         data_x, data_y = np.repeat(x[:fit_n], batches, axis=0), np.repeat(y[:fit_n], batches)
@@ -316,7 +317,8 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
         twin_step()
         with KernelLaunches() as twin_launches:
             twin_step()
-        rows.append({"model": name, "reads_per_step": transfers.reads, "reads_per_fit_batch": fitting.reads / batches,
+        rows.append({"model": name, "reads_per_step": transfers.reads, "writes_per_step": transfers.writes,
+                     "mask_syncs_per_step": masks.count, "reads_per_fit_batch": fitting.reads / batches,
                      "writes_per_fit_batch": fitting.writes / batches,
                      "writes_per_fit_batch_host": host_fitting.writes / batches, "launches_per_step": launches.count,
                      "torch_launches_per_step": twin_launches.count,
@@ -336,6 +338,30 @@ def cpu_name() -> str:
     return platform.processor() or ""
 
 
+def set_tf32(enabled: bool, torch) -> dict:
+    """TF32 on or off, explicitly and equally for both sides: PyTorch's cuDNN convolutions default to TF32
+    while its matmuls and CuPy's GEMMs default to strict FP32, so the defaults would compare different
+    arithmetic. CuPy reads ``CUPY_TF32`` when it first multiplies float32 matrices: call this before any."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
+    os.environ["CUPY_TF32"] = "1" if enabled else "0"
+    return tf32_settings(torch)
+
+
+def tf32_settings(torch) -> dict:
+    """The TF32 switches in force, as reported beside the timings."""
+    return {"torch_matmul": torch.backends.cuda.matmul.allow_tf32, "torch_cudnn": torch.backends.cudnn.allow_tf32,
+            "CUPY_TF32": os.environ.get("CUPY_TF32", "unset")}
+
+
+def tf32_text(settings: dict) -> str:
+    on = settings["torch_matmul"] and settings["torch_cudnn"] and settings["CUPY_TF32"] == "1"
+    off = not (settings["torch_matmul"] or settings["torch_cudnn"]) and settings["CUPY_TF32"] == "0"
+    state = "on" if on else "off" if off else "UNEQUAL"
+    return (f"TF32 {state} (torch matmul {settings['torch_matmul']}, cuDNN {settings['torch_cudnn']}, "
+            f"CUPY_TF32={settings['CUPY_TF32']})")
+
+
 def machine_info(backend, torch, device) -> dict:
     cpu = cpu_name()
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -343,21 +369,21 @@ def machine_info(backend, torch, device) -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "backend": backend.name, "backend_version": backend.library_version,
             "numpy": np.__version__, "torch": torch.__version__, "device": "cpu"}
+    info["tf32"] = tf32_settings(torch)
     if device == "cuda":
         info["device"] = torch.cuda.get_device_name(0)
-        info["tf32"] = {"torch_matmul": torch.backends.cuda.matmul.allow_tf32,
-                        "torch_cudnn": torch.backends.cudnn.allow_tf32,
-                        "CUPY_TF32": os.environ.get("CUPY_TF32", "unset")}
     return info
 
 
 def readiness_markdown(rows: list[dict]) -> list[str]:
     lines = ["## GPU readiness (torch backend, counted with torch's dispatch modes)", "",
-             "| model | D2H reads / step | D2H reads / fit batch | H2D copies / fit batch, data on device "
-             "| H2D copies / fit batch, data on host | kernel launches / step | PyTorch's | ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | D2H reads / step | host-data tensors / step | mask-index syncs / step | D2H reads / fit batch "
+             "| H2D copies / fit batch, data on device | H2D copies / fit batch, data on host | kernel launches / step "
+             "| PyTorch's | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['reads_per_step']} | {r['reads_per_fit_batch']:.3f} | "
+        lines.append(f"| {r['model']} | {r['reads_per_step']} | {r['writes_per_step']} | {r['mask_syncs_per_step']} | "
+                     f"{r['reads_per_fit_batch']:.3f} | "
                      f"{r['writes_per_fit_batch']:.3f} | {r['writes_per_fit_batch_host']:.0f} | "
                      f"{r['launches_per_step']} | {r['torch_launches_per_step']} | "
                      f"{r['launch_ratio']:.1f} |")
@@ -372,7 +398,7 @@ def markdown(info: dict, results: list[Result], memory: dict | None, overhead: f
              f"{info['date']}; {info['cpu']} ({info['cpu_count']} CPUs); Python {info['python']}, "
              f"NumPy {info['numpy']}, PyTorch {info['torch']} ({info['torch_threads']} threads); float32; "
              f"median of interleaved blocks of {BLOCK} calls; the ratio's spread is the 25th-75th percentile of "
-             "the ratios of adjacent xpcnn and PyTorch blocks.", ""]
+             "the ratios of adjacent xpcnn and PyTorch blocks; " + tf32_text(info["tf32"]) + ".", ""]
     for group in ("ops", "steps", "scaling"):
         rows = [r for r in results if r.group == group]
         if not rows:
@@ -412,12 +438,15 @@ def main(argv=None) -> int:
                         help="output folder (benchmarks/results holds the committed results)")
     parser.add_argument("--name", default=None, help="file name stem (default: <backend>-<device>)")
     parser.add_argument("--plot", action="store_true", help="also plot time per image against batch size")
+    parser.add_argument("--tf32", choices=("off", "on"), default="off",
+                        help="TF32 for float32 products, set equally for PyTorch (matmul and cuDNN) and CuPy")
     args = parser.parse_args(argv)
     try:
         import torch
     except ImportError:
         print("benchmarks: PyTorch is the reference; install it with pip install torch", file=sys.stderr)
         return 1
+    set_tf32(args.tf32 == "on", torch)                    # before any product: CuPy reads CUPY_TF32 once
     backend = resolve(args.backend)
     on_gpu = backend.name in ("cupy", "torch:cuda")
     device = "cuda" if on_gpu else "cpu"
@@ -443,7 +472,8 @@ def main(argv=None) -> int:
     overhead = python_overhead_ms(backend) if "overhead" in groups else None
     ready = readiness(torch) if "readiness" in groups else None
     for row in ready or []:
-        print(f"readiness {row['model']:14s} reads/step {row['reads_per_step']}  reads/fit batch "
+        print(f"readiness {row['model']:14s} reads/step {row['reads_per_step']}  host-data tensors/step "
+              f"{row['writes_per_step']}  mask syncs/step {row['mask_syncs_per_step']}  reads/fit batch "
               f"{row['reads_per_fit_batch']:.3f}  copies/fit batch {row['writes_per_fit_batch']:.3f} (host data {row['writes_per_fit_batch_host']:.0f})  launches/step "
               f"{row['launches_per_step']} (PyTorch {row['torch_launches_per_step']}, ratio {row['launch_ratio']:.1f})")
     if overhead is not None:

@@ -121,8 +121,61 @@ def buckets(distributed: bool):
             "val_loss": np.array(history["val_loss"])}
 
 
+def disagree(out):
+    """Rank 1 differs in epochs, batch size and data length (one fit each): every rank gets the same one-line
+    error, none hangs; then an EarlyStopping on rank 1 alone stops both ranks after epoch 2 of 4."""
+    from xpcnn import distributed as D
+    from xpcnn.callbacks import EarlyStopping
+    x, y = _data(32)
+    one = D.rank() == 1
+    messages = []
+    for epochs, batch_size, n in [(1 + one, 8, 32), (1, 8 + one, 32), (1, 8, 32 - 4 * one)]:
+        try:
+            lenet(image_size=12, width=4, seed=0).fit(x[:n], y[:n], optimizer="sgd", epochs=epochs,
+                                                      batch_size=batch_size, verbose=0, distributed=True)
+            messages.append("no error")
+        except D.Disagreement as exc:
+            messages.append(str(exc))
+    stop = [EarlyStopping(monitor="loss", patience=0, min_delta=1e9, restore_best_weights=False)] if one else []
+    history = lenet(image_size=12, width=4, seed=0).fit(x, y, optimizer="sgd", epochs=4, batch_size=8, verbose=0,
+                                                        distributed=True, callbacks=stop)
+    everyone = D.communicator().gather([messages, len(history.epochs)], root=0)
+    if D.is_main():
+        np.savez(out, messages=np.array([m for row in everyone for m in row[0]]),
+                 epochs=np.array([row[1] for row in everyone]))
+
+
+def syncbn_step(out):
+    """One hand-written step of a SyncBatchNorm2D model on torch tensors, global batch 15 (8 + 7): the
+    Allreduce calls it makes and the device-to-host reads, with the global batch said and without."""
+    from xpcnn import distributed as D
+    from xpcnn.testing import Transfers
+    x, y = _data(15)
+    lo, hi = D.local_slice(0, 15)
+    results = {}
+    for said in (True, False):
+        model = _model("syncbn", "float64", True).to("torch")
+        opt = D.DistributedOptimizer(optim.SGD(model.parameters(), lr=0.1))
+        xb, yb = model.backend.asarray(x[lo:hi]), model.backend.asarray(y[lo:hi])
+        D.set_global_batch(15 if said else None)
+        calls = opt.transport.calls
+        with Transfers() as transfers:
+            logits = model(xb)
+            _, dlogits = xpcnn.functional.softmax_cross_entropy(logits, yb, check_labels=False)
+            model.backward(dlogits * ((hi - lo) * 2 / 15), input_grad=False)
+            opt.step()
+        results[said] = (opt.transport.calls - calls, transfers.reads,
+                         {k: np.asarray(v) for k, v in model.state_dict().items()})
+    D.set_global_batch(None)
+    if D.is_main():
+        np.savez(out, calls=np.array([results[True][0], results[False][0]]),
+                 reads=np.array([results[True][1], results[False][1]]),
+                 **{f"said.{k}": v for k, v in results[True][2].items()},
+                 **{f"unsaid.{k}": v for k, v in results[False][2].items()})
+
+
 SPECIAL = {"broadcast": broadcast, "mismatch": mismatch, "fault": fault, "checkpoint": checkpoint,
-           "nan": lambda out: fault(out, "nan")}
+           "nan": lambda out: fault(out, "nan"), "disagree": disagree, "syncbn-step": syncbn_step}
 
 
 if __name__ == "__main__":

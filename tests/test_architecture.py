@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "xpcnn"
 
 #: module (or package prefix) -> floor; a module takes the floor of its longest listed prefix.
 FLOORS = {
-    "xpcnn.backend": 0, "xpcnn.config": 0, "xpcnn.checks": 0, "xpcnn._files": 0, "xpcnn._version": 0,
+    "xpcnn.backend": 0, "xpcnn.config": 0, "xpcnn.cores": 0, "xpcnn.checks": 0, "xpcnn._files": 0, "xpcnn._version": 0,
     "xpcnn.datasets": 1, "xpcnn.init": 1,
     "xpcnn.functional": 2, "xpcnn.reference": 2, "xpcnn.gradcheck": 2,
     "xpcnn.layers": 3,

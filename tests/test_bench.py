@@ -52,6 +52,7 @@ def test_readiness_reports_reads_copies_and_launches_per_step():
     assert [r["model"] for r in rows] == ["LeNet b64", "VGG-small b32", "ResNet-8 b4"]
     for row in rows:
         assert row["reads_per_step"] == 0                        # no device-to-host read in a training step
+        assert row["writes_per_step"] == 0 and row["mask_syncs_per_step"] == 0   # nor host data, nor mask indexing
         assert 0 < row["reads_per_fit_batch"] <= 0.25            # one read per 50 steps and at the epoch's end
         # data on the device: x, y and the epoch's order cross once (3 copies over 60 batches); from the host,
         # x and y per batch; dropout masks are drawn on the device
@@ -59,3 +60,21 @@ def test_readiness_reports_reads_copies_and_launches_per_step():
         assert row["launches_per_step"] > row["torch_launches_per_step"] > 0
         assert row["launch_ratio"] == row["launches_per_step"] / row["torch_launches_per_step"]
     assert rows[0]["launch_ratio"] <= 3                          # LeNet: at most 3x PyTorch's launches
+
+
+@pytest.mark.parametrize("tf32", ["on", "off"])
+def test_tf32_is_set_equally_on_both_sides_and_reported(tmp_path, monkeypatch, tf32):
+    """PyTorch's cuDNN convolutions default to TF32, its matmuls and CuPy's GEMMs to strict FP32: the harness
+    sets all three to one value and reports them."""
+    torch = pytest.importorskip("torch")
+    for switches in (torch.backends.cuda.matmul, torch.backends.cudnn):      # restored after the test
+        monkeypatch.setattr(switches, "allow_tf32", not (tf32 == "on"))
+    monkeypatch.setenv("CUPY_TF32", "0" if tf32 == "on" else "1")
+    assert bench.main(["--groups", "ops", "--filter", "no such case", "--tf32", tf32, "--out", str(tmp_path),
+                       "--name", "tf32"]) == 0
+    flag = tf32 == "on"
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (flag, flag)
+    expected = {"torch_matmul": flag, "torch_cudnn": flag, "CUPY_TF32": "1" if flag else "0"}
+    assert json.loads((tmp_path / "tf32.json").read_text())["machine"]["tf32"] == expected
+    assert (f"TF32 {tf32} (torch matmul {flag}, cuDNN {flag}, CUPY_TF32={int(flag)})"
+            in (tmp_path / "tf32.md").read_text())

@@ -154,7 +154,8 @@ def test_files_of_the_wrong_kind_are_named_in_one_line(trained, tmp_path):
 
 def test_train_help_shows_every_option_with_its_default():
     text = run("train", "--help").stdout.split("options:", 1)[1]
-    for option, default in (("--epochs", "12"), ("--lr", "0.002"), ("--batch-size", "64"), ("--seed", "0"),
+    from xpcnn.cli import TRAIN_DEFAULTS
+    for option, default in (("--epochs", str(TRAIN_DEFAULTS["epochs"])), ("--lr", "0.002"), ("--batch-size", "64"), ("--seed", "0"),
                             ("--model", "lenet"), ("--backend", "$XPCNN_BACKEND")):
         block = " ".join(text.split(option, 1)[1].split("\n  -", 1)[0].split())
         assert f"default: {default}" in block, (option, block)
@@ -298,3 +299,217 @@ def test_export_writes_onnx_and_safetensors_that_match_the_checkpoint(trained, t
     wrong = run("export", str(out / "checkpoint.npz"), "--onnx", str(tmp_path / "m.txt"))
     assert wrong.returncode == 1 and "--onnx: expected a file name ending in .onnx" in wrong.stderr
     assert not (tmp_path / "m.txt").exists()
+
+
+# ----------------------------------------------------------------------------- in-process: xpcnn.cli.main(...)
+import xpcnn  # noqa: E402
+from xpcnn.cli import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    """A one-epoch MLP run of `xpcnn train` (a few seconds), shared by the in-process tests below."""
+    out = tmp_path_factory.mktemp("mlp")
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--no-progress", "--no-augment", "--out", str(out)]) == 0
+    return out / "checkpoint.npz"
+
+
+def _errors(capsys):
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_resume_refuses_in_one_line_every_option_it_cannot_apply(mlp_run, tmp_path, capsys):
+    before = mlp_run.read_bytes()
+    code = main(["train", "--resume", str(mlp_run), "--model", "lenet", "--optimizer", "sgd", "--seed", "5",
+                 "--data", "mnist", "--epochs", "2", "--lr", "0.01", "--out", str(tmp_path / "run")])
+    assert code == 1
+    errors = _errors(capsys)
+    assert len(errors) == 1 and errors[0].startswith(
+        "xpcnn train: error: --resume: a resumed run keeps its model, optimizer, data and seed; "
+        "--model lenet (the checkpoint's: mlp), --seed 5 (the checkpoint's: 0), --data mnist (the checkpoint's: "
+        "sample), --optimizer sgd (the checkpoint's: adam) cannot be applied"), errors
+    assert mlp_run.read_bytes() == before and not (tmp_path / "run").exists()
+
+
+def test_resume_applies_lr_epochs_and_batch_size_and_records_what_trained(mlp_run, tmp_path, capsys):
+    resumed = tmp_path / "checkpoint.npz"
+    resumed.write_bytes(mlp_run.read_bytes())
+    code = main(["train", "--resume", str(resumed), "--model", "mlp", "--optimizer", "adam", "--seed", "0",
+                 "--lr", "0.01", "--epochs", "2", "--batch-size", "128", "--no-progress", "--no-augment"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "training mlp on sample" in out and "2 epochs, batch 128, Adam lr 0.005" in out   # cosine at epoch 2 of 2
+    checkpoint = xpcnn.load_checkpoint(resumed)
+    assert checkpoint.epoch == 2 and checkpoint.scheduler.base_lr == 0.01
+    assert checkpoint.metadata["run"] == {"model": "mlp", "epochs": 2, "batch_size": 128, "lr": 0.01,
+                                          "optimizer": "adam", "data": "sample", "seed": 0}
+
+
+def test_resume_records_no_model_name_it_does_not_know(tmp_path, capsys):
+    """A checkpoint written by model.fit in Python records no run settings: --model cannot be checked, so it is
+    refused, and the run's metadata does not claim a model name."""
+    from xpcnn.zoo import mlp
+    model = mlp(seed=0)
+    optimizer = xpcnn.optim.Adam(model.parameters())
+    path = xpcnn.checkpoint.save(model, tmp_path / "python.npz", optimizer=optimizer, epoch=0)
+    assert main(["train", "--resume", str(path), "--model", "mlp", "--epochs", "1"]) == 1
+    assert "--model mlp (the checkpoint's: not recorded) cannot be applied" in capsys.readouterr().err
+    assert main(["train", "--resume", str(path), "--epochs", "1", "--no-progress", "--no-augment"]) == 0
+    assert "training the checkpoint's model on sample" in capsys.readouterr().out
+    assert xpcnn.load_checkpoint(tmp_path / "checkpoint.npz").metadata["run"]["model"] is None   # the run's folder
+
+
+def test_commands_read_safetensors_files_and_resume_refuses_them(tmp_path, capsys):
+    from xpcnn.zoo import lenet
+    _, (x_test, _) = load_mnist_sample()
+    np.save(tmp_path / "digit.npy", x_test[0])
+    model = lenet(width=4, seed=0)
+    model.build((1, 28, 28))                              # the input shape, recorded for the ONNX export
+    weights = str(model.save(tmp_path / "w.safetensors"))
+    assert main(["predict", weights, str(tmp_path / "digit.npy")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{tmp_path / 'digit.npy'}: ") and captured.out.count("(") == 3
+    assert f"note: {weights}: records no training mean and std" in captured.err
+    assert main(["evaluate", weights]) == 0 and "1000 test images from sample: accuracy" in capsys.readouterr().out
+    assert main(["viz", weights, str(tmp_path / "digit.npy"), "--out", str(tmp_path / "viz")]) == 0
+    assert (tmp_path / "viz" / "filters.png").exists()
+    pytest.importorskip("onnx")
+    assert main(["export", weights, "--onnx", str(tmp_path / "m.onnx")]) == 0 and (tmp_path / "m.onnx").exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", weights, "--out", str(tmp_path / "run")]) == 1
+    assert _errors(capsys) == [f"xpcnn train: error: --resume: {weights} holds weights only (no optimizer state, "
+                               "epoch or data order), so it cannot be resumed; resume from the run's checkpoint.npz"]
+
+
+def test_predict_composites_a_transparent_png_and_says_so(mlp_run, tmp_path, capsys):
+    """Black strokes on a transparent background (as drawing programs save them) read as the digit, not as an
+    all-black picture."""
+    from PIL import Image
+    _, (x_test, _) = load_mnist_sample()
+    digit = x_test[0]
+    np.save(tmp_path / "plain.npy", digit)
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = digit                                   # the ink's coverage; the colour is black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "drawn.png")
+    assert main(["predict", str(mlp_run), str(tmp_path / "plain.npy"), str(tmp_path / "drawn.png")]) == 0
+    captured = capsys.readouterr()
+    plain, drawn = (line.split(": ", 1)[1] for line in captured.out.splitlines())
+    assert drawn == plain, captured.out
+    assert f"note: {tmp_path / 'drawn.png'}: transparent pixels: composited onto white" in captured.err
+
+
+def test_predict_says_when_it_resizes_and_refuses_nan_images(mlp_run, tmp_path, capsys):
+    from PIL import Image
+    Image.fromarray(np.zeros((56, 40), np.uint8)).save(tmp_path / "big.png")
+    assert main(["predict", str(mlp_run), str(tmp_path / "big.png")]) == 0
+    assert (f"note: {tmp_path / 'big.png'}: 40x56 pixels: resized to 28x28, the training images' size"
+            in capsys.readouterr().err)
+    np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan, np.float32))
+    assert main(["predict", str(mlp_run), str(tmp_path / "nan.npy")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        f"xpcnn predict: error: {tmp_path / 'nan.npy'}: 784 of 784 pixel values are NaN or infinite; "
+        "expected finite numbers"]
+
+
+def test_export_checks_both_outputs_before_writing_either(mlp_run, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder.safetensors").mkdir()
+    cases = [(["--safetensors", str(tmp_path / "file" / "m.safetensors")],
+              f"--safetensors: {tmp_path / 'file'} is a file, not a folder, so"),
+             (["--safetensors", str(tmp_path / "folder.safetensors")],
+              f"--safetensors: {tmp_path / 'folder.safetensors'} is a folder; expected a file name")]
+    for option, message in cases:
+        assert main(["export", str(mlp_run), "--onnx", str(tmp_path / "m.onnx"), *option]) == 1
+        errors = _errors(capsys)
+        assert len(errors) == 1 and message in errors[0], errors
+        assert not (tmp_path / "m.onnx").exists()
+
+
+def _fit_raising(exception, warning=None):
+    def fit(self, *args, **kwargs):
+        if warning:
+            import warnings
+            warnings.warn(warning, RuntimeWarning)
+        raise exception
+    return fit
+
+
+@pytest.mark.parametrize("exception,code", [(KeyboardInterrupt(), 130),
+                                            (xpcnn.train.TrainingDiverged("fit: the loss became nan"), 1)])
+def test_a_run_stopped_in_its_first_epoch_leaves_no_folders(exception, code, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(xpcnn.Sequential, "fit", _fit_raising(exception))
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--no-progress"]) == code       # runs/<timestamp>
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--no-progress", "--out", "a/b/c"]) == code
+    assert list(tmp_path.iterdir()) == []
+    out = capsys.readouterr().out
+    assert ", 1 epoch, batch 64" in out and "1 epochs" not in out
+
+
+def test_warnings_are_one_line_before_the_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(xpcnn.Sequential, "fit", _fit_raising(xpcnn.train.TrainingDiverged("fit: the loss became "
+                                                                                            "nan"),
+                                                               "overflow encountered in matmul"))
+    assert main(["train", "--model", "mlp", "--epochs", "1", "--no-progress"]) == 1
+    assert _errors(capsys) == ["xpcnn train: warning: overflow encountered in matmul",
+                               "xpcnn train: error: fit: the loss became nan"]
+
+
+def test_under_mpiexec_rank_0_alone_reports_and_a_run_without_distributed_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    for rank, says in (("1", False), ("0", True)):
+        monkeypatch.setenv("PMI_RANK", rank)
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "--epochs", "0"])
+        assert exit_.value.code == 2
+        assert ("argument --epochs: expected an integer >= 1, got 0" in capsys.readouterr().err) is says
+        assert main(["train", "--epochs", "1"]) == 1
+        errors = _errors(capsys)
+        assert errors == (["xpcnn train: error: started as 2 processes (mpiexec) without --distributed: each would "
+                           "train the whole run into the same folder; add --distributed, or run one process"]
+                          if says else [])
+    monkeypatch.delenv("PMI_SIZE")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "3")
+    assert main(["train", "--epochs", "1"]) == 1 and "started as 3 processes" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"xpcnn {xpcnn.__version__}\n"
+
+
+def test_a_bad_backend_variable_is_named_not_the_file(mlp_run, monkeypatch, capsys):
+    monkeypatch.setattr(xpcnn.backend, "_current", None)
+    monkeypatch.setenv("XPCNN_BACKEND", "numpi")
+    assert main(["evaluate", str(mlp_run)]) == 1
+    errors = _errors(capsys)
+    assert len(errors) == 1 and errors[0].startswith(
+        "xpcnn evaluate: error: $XPCNN_BACKEND='numpi': unknown backend 'numpi'; valid names are: numpy"), errors
+
+
+def test_checkpoint_problems_are_one_line_by_one_rule_for_both_formats(mlp_run, tmp_path, capsys):
+    """Several problems in a file: `.npz` and `.safetensors` alike, one line, the problems joined by '; '."""
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+    with np.load(mlp_run) as archive:
+        arrays = dict(archive)
+    arrays["model.1.weight"], arrays["model.3.bias"] = arrays["model.1.weight"][:5], arrays["model.3.bias"][:4]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    weights = xpcnn.load(mlp_run).save(tmp_path / "good.safetensors")
+    tensors = load_file(weights)
+    with safe_open(str(weights), framework="numpy") as handle:
+        checksum = getattr(xpcnn.checkpoint, "CHECKSUM_KEY", None)                   # damage on purpose, unsigned
+        metadata = {key: value for key, value in handle.metadata().items() if key != checksum}
+    tensors["1.weight"], tensors["3.bias"] = tensors["1.weight"][:5], tensors["3.bias"][:4]
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
+    messages = []
+    for name in ("bad.npz", "bad.safetensors"):
+        assert main(["evaluate", str(tmp_path / name)]) == 1
+        errors = _errors(capsys)
+        assert len(errors) == 1, errors
+        messages.append(errors[0])
+    for message in messages:
+        assert "1.weight" in message and "3.bias" in message and "; " in message and "  " not in message, message

@@ -47,3 +47,30 @@ def test_listing_backends_does_not_turn_on_jax_float64_for_the_process():
             "print('x64', jax.config.read('jax_enable_x64'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "x64 False" in out
+
+
+@pytest.mark.parametrize("variable,value,message", [
+    ("XPCNN_WORKSPACE_MB", "inf", "$XPCNN_WORKSPACE_MB must be a positive finite number of MiB (such as 512), "
+                                  "got 'inf'"),
+    ("XPCNN_WORKSPACE_MB", "-1", "$XPCNN_WORKSPACE_MB must be a positive finite number of MiB (such as 512), "
+                                 "got '-1'"),                       # the MiB typed, not bytes
+    ("XPCNN_CONV_BLOCK_MB", "nan", "$XPCNN_CONV_BLOCK_MB must be a positive finite number of MiB"),
+    ("XPCNN_DEVICE_DATA_MB", "lots", "$XPCNN_DEVICE_DATA_MB must be a positive finite number of MiB"),
+    ("XPCNN_FEW_LAUNCHES", "maybe", "$XPCNN_FEW_LAUNCHES must be auto, on or off, got 'maybe'"),
+])
+def test_a_bad_variable_is_one_error_naming_it_and_the_value(variable, value, message, monkeypatch):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError) as error:
+        config._from_environment()
+    assert str(error.value).startswith(message)
+
+
+def test_a_bad_variable_does_not_break_the_import_and_the_command_line_says_it_in_one_line():
+    env = dict(os.environ, XPCNN_WORKSPACE_MB="inf")
+    code = ("import xpcnn\ntry:\n    xpcnn.config.get()\nexcept ValueError as e:\n    print('refused:', e)\n"
+            "import xpcnn.cli, sys\nsys.exit(xpcnn.cli.main(['backends']))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stdout.startswith("refused: $XPCNN_WORKSPACE_MB must be a positive finite number of MiB")
+    assert result.stderr.strip().splitlines() == [
+        "xpcnn backends: error: $XPCNN_WORKSPACE_MB must be a positive finite number of MiB (such as 512), got 'inf'"]

@@ -94,6 +94,37 @@ def test_an_error_on_one_rank_stops_every_rank_with_the_error_shown(case, messag
     assert time.perf_counter() - started < 120
 
 
+def test_ranks_that_disagree_fail_alike_and_one_rank_stopping_stops_all(tmp_path):
+    """epochs, batch size or data length differing on rank 1: the same one-line error on both ranks (was: a
+    hang, or an MPI "Message truncated" abort); EarlyStopping on rank 1 only: both stop after epoch 2 of 4."""
+    started = time.perf_counter()
+    saved = _case("disagree", tmp_path)
+    assert time.perf_counter() - started < 120
+    expected = ["fit: the processes disagree on epochs: rank 0 has 1, rank 1 has 2",
+                "fit: the processes disagree on batch_size: rank 0 has 8, rank 1 has 9",
+                "fit: the processes disagree on len(x): rank 0 has 32, rank 1 has 28"]
+    assert list(saved["messages"]) == expected * 2                  # rank 0's three, then rank 1's
+    assert list(saved["epochs"]) == [2, 2]
+
+
+def test_sync_batch_norm_makes_one_allreduce_per_pass_and_no_host_read(tmp_path):
+    """A step of a model with one SyncBatchNorm2D: 3 Allreduce calls (the forward's statistics, the backward's
+    sums, the gradient bucket; were 4) and no device-to-host read when the global batch is known on the host
+    (was one per layer and step); without it, one read; both equal BatchNorm2D on the whole batch."""
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(HERE))
+    import distributed_cases
+    saved = _case("syncbn-step", tmp_path)
+    assert list(saved["calls"]) == [3, 3]
+    assert list(saved["reads"]) == [0, 1]
+    model = distributed_cases._model("syncbn", "float64", distributed=False)
+    x, y = distributed_cases._data(15)
+    model.fit(x, y, optimizer=xpcnn.optim.SGD(model.parameters(), lr=0.1), batch_size=15, shuffle=False, verbose=0)
+    for key, value in model.state_dict().items():
+        for said in ("said", "unsaid"):
+            np.testing.assert_allclose(saved[f"{said}.{key}"], value, rtol=1e-12, atol=1e-12, err_msg=key)
+
+
 def test_rank_0_writes_the_files_and_every_rank_resumes_from_them(tmp_path):
     saved = _case("checkpoint", tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz", "metrics.csv", "out.npz"]
@@ -152,6 +183,117 @@ def test_distributed_optimizer_refuses_bad_arguments():
     pytest.importorskip("mpi4py")
     with pytest.raises(ValueError, match="bucket_bytes must be a positive int"):
         D.DistributedOptimizer(optim_sgd(model), bucket_bytes=0)
+    with pytest.raises(ValueError, match="cuda_aware must be None .detect., True or False, got 'yes'"):
+        D.DistributedOptimizer(optim_sgd(model), cuda_aware="yes")
+    assert not D.DistributedOptimizer(optim_sgd(model), cuda_aware=False).transport.device_direct
+
+
+class _Info:
+    def __init__(self, kinds):
+        self.kinds = kinds
+
+    def Get(self, key):
+        return self.kinds if key == "mpi_memory_alloc_kinds" else None
+
+    def Free(self):
+        pass
+
+
+class _World:
+    """A stand-in communicator: its info lists ``kinds``; Allreduce and allgather are recorded or faked."""
+
+    def __init__(self, kinds="mpi,system", others=()):
+        self.kinds, self.others, self.calls = kinds, list(others), []
+
+    def Get_info(self):
+        return _Info(self.kinds)
+
+    def Get_size(self):
+        return 1 + len(self.others)
+
+    def Get_rank(self):
+        return 0
+
+    def Allreduce(self, send, receive, op=None):
+        self.calls.append("Allreduce")
+
+    def allgather(self, mine):
+        return [mine, *self.others]
+
+
+@pytest.mark.parametrize("kinds,device", [("mpi,system", False), ("", False), ("cuda:host", False),
+                                          ("mpi,system,cuda:host,cuda:managed", False), ("rocm:device", False),
+                                          ("cuda:device", True), ("mpi, system, CUDA:device", True),
+                                          ("cuda", True), ("system,cuda:host:device", True)])
+def test_cuda_device_memory_is_read_from_the_memory_kinds_list(kinds, device):
+    assert D.lists_cuda_device_memory(kinds) is device
+
+
+def test_cuda_awareness_is_detected_or_set_by_the_environment(monkeypatch):
+    monkeypatch.delenv("XPCNN_CUDA_AWARE_MPI", raising=False)
+    monkeypatch.setattr(D, "_query_cuda_support", lambda: False)
+    assert not D.cuda_aware(_World("mpi,system,cuda:host"))          # matched "cuda" before
+    assert D.cuda_aware(_World("mpi,system,cuda:device"))
+    monkeypatch.setattr(D, "_query_cuda_support", lambda: True)      # Open MPI 5: no memory kinds, the query
+    assert D.cuda_aware(_World("mpi,system"))
+    monkeypatch.setenv("XPCNN_CUDA_AWARE_MPI", "0")
+    assert not D.cuda_aware(_World("cuda:device"))
+    monkeypatch.setenv("XPCNN_CUDA_AWARE_MPI", "1")
+    assert D.cuda_aware(_World("mpi,system"))
+    monkeypatch.setenv("XPCNN_CUDA_AWARE_MPI", "yes")
+    with pytest.raises(ValueError, match="XPCNN_CUDA_AWARE_MPI must be 0 .* or 1 .*, got 'yes'"):
+        D.cuda_aware(_World())
+
+
+class _GpuBucket:
+    """A stand-in for a CUDA array: on a cuda device, with a __cuda_array_interface__."""
+    shape = (4,)
+    dtype = np.dtype("float32")
+    device = type("Device", (), {"type": "cuda"})()
+    __cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+def test_a_cuda_aware_transport_waits_for_the_stream_before_mpi_reads(monkeypatch):
+    pytest.importorskip("mpi4py")
+    world = _World()
+    monkeypatch.setattr(D, "synchronize_array", lambda array: world.calls.append("synchronize"))
+    transport = D.Transport(comm=world, cuda_aware_mpi=True)
+    bucket = _GpuBucket()
+    assert transport.allreduce_sum(bucket) is bucket
+    assert world.calls == ["synchronize", "Allreduce"]
+    assert not D.Transport(comm=world, cuda_aware_mpi=False).device_direct
+
+
+def test_synchronize_array_waits_on_the_arrays_own_device(monkeypatch):
+    """CuPy: the current stream of the array's device (entered as a context), before MPI reads its memory."""
+    import types
+    from xpcnn import backend
+    events = []
+
+    class Device:
+        def __enter__(self):
+            events.append("enter device 1")
+
+        def __exit__(self, *exc):
+            events.append("exit device 1")
+
+    stream = types.SimpleNamespace(synchronize=lambda: events.append("synchronize"))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(
+        cuda=types.SimpleNamespace(get_current_stream=lambda: stream)))
+    monkeypatch.setattr(backend._compat, "is_cupy_array", lambda array: True)
+    backend.synchronize_array(types.SimpleNamespace(device=Device()))
+    assert events == ["enter device 1", "synchronize", "exit device 1"]
+    monkeypatch.undo()
+    backend.synchronize_array(np.zeros(3))                  # host memory: nothing to wait for
+
+
+def test_agree_names_the_first_setting_that_differs(monkeypatch):
+    monkeypatch.setattr(D, "_communicator", _World(others=[[3, (1, 12, 12), "float32"]]))
+    D.agree("fit", {"epochs": 3, "the sample shape": (1, 12, 12), "x.dtype": "float32"})
+    monkeypatch.setattr(D, "_communicator", _World(others=[[3, (1, 14, 14), "float64"]]))
+    with pytest.raises(D.Disagreement, match=r"^fit: the processes disagree on the sample shape: rank 0 has "
+                                             r"\(1, 12, 12\), rank 1 has \(1, 14, 14\)$"):
+        D.agree("fit", {"epochs": 3, "the sample shape": (1, 12, 12), "x.dtype": "float32"})
 
 
 def optim_sgd(model):

@@ -150,6 +150,21 @@ def test_a_layer_without_a_mapping_is_named_and_nothing_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_advice_for_a_layer_without_a_mapping_works_for_that_layer(tmp_path):
+    """model.save refuses an unregistered layer too, so the message advises what does save its weights."""
+    pytest.importorskip("onnx")
+    from xpcnn.export import to_onnx
+    model = xpcnn.Sequential([Conv2D(2, 3), _Scale(), Flatten()], seed=0, input_shape=(1, 5, 5))
+    with pytest.raises(ValueError) as error:
+        to_onnx(model, tmp_path / "model.onnx")
+    advice = str(error.value).split("save the weights with ", 1)[1].split(" instead)", 1)[0]
+    assert advice == "safetensors.numpy.save_file(model.state_dict(), 'w.safetensors')"
+    import safetensors.numpy
+    exec(advice.replace("'w.safetensors'", repr(str(tmp_path / "w.safetensors"))),
+         {"model": model, "safetensors": safetensors})
+    assert sorted(safetensors.numpy.load_file(str(tmp_path / "w.safetensors"))) == sorted(model.state_dict())
+
+
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     from xpcnn.export import to_onnx

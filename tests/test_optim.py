@@ -268,3 +268,130 @@ def test_an_adam_step_launches_the_same_kernels_whatever_the_number_of_parameter
 
     assert launches(2) == launches(8) == launches(32)
     assert launches(32) <= 16
+
+
+def _values(opt):
+    return opt.defaults.copy(), [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+
+
+@pytest.mark.parametrize("make,name,value,pattern", [
+    (lambda p: optim.SGD(p, lr=0.1), "lr", -5, r"^SGD: lr must be in \[0.0, inf\), got -5$"),
+    (lambda p: optim.SGD(p, lr=0.1), "lr", "fast", r"^SGD: lr must be a finite number, got 'fast'$"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.5), "momentum", 5, r"^SGD: momentum must be in \[0.0, 1.0\), got 5$"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.5, nesterov=True), "momentum", 0.0, r"nesterov=True needs momentum"),
+    (lambda p: optim.Adam(p), "betas", [0.9, 2.0], r"^Adam: betas\[1\] must be in \[0.0, 1.0\), got 2.0$"),
+    (lambda p: optim.RMSprop(p), "centered", "yes", r"^RMSprop: centered must be True or False, got 'yes'$"),
+])
+def test_hyperparameters_set_after_construction_are_checked_as_the_constructor_checks_them(make, name, value,
+                                                                                             pattern):
+    opt = make(_model("numpy").parameters())
+    before = _values(opt)
+    with pytest.raises(ValueError, match=pattern):
+        setattr(opt, name, value)
+    assert _values(opt) == before
+
+
+def test_a_setting_that_breaks_a_groups_own_values_is_refused_and_changes_no_group():
+    params = _model("numpy").parameters()
+    opt = optim.SGD([{"params": params[:2], "nesterov": True}, {"params": params[2:]}], lr=0.1, momentum=0.9)
+    before = _values(opt)
+    with pytest.raises(ValueError, match=r"^parameter group 0: SGD: nesterov=True needs momentum > 0"):
+        opt.momentum = 0.0
+    assert _values(opt) == before
+    opt.momentum = 0.5                                           # a valid value reaches both groups
+    assert [group["momentum"] for group in opt.param_groups] == [0.5, 0.5]
+
+
+def test_group_values_are_checked_by_the_class_not_by_building_another_optimizer(monkeypatch):
+    params = _model("numpy").parameters()
+    built = []
+    real = optim.Adam.__init__
+    monkeypatch.setattr(optim.Adam, "__init__", lambda self, *a, **k: built.append(1) or real(self, *a, **k))
+    optim.Adam([{"params": params[:2], "lr": 0.5}, {"params": params[2:], "betas": (0.5, 0.6)}])
+    assert built == [1]
+    assert optim.Adam.check_hyperparameters({"lr": 1, "betas": [0.5, 0.6], "eps": 1e-8, "weight_decay": 0,
+                                             "amsgrad": False}) == {"lr": 1.0, "betas": (0.5, 0.6), "eps": 1e-8,
+                                                                    "weight_decay": 0.0, "amsgrad": False}
+
+
+@pytest.mark.parametrize("change,pattern", [
+    (lambda state: state["hyper"].update(lr=-5), r"^Adam.load_state_dict: Adam: lr must be in \[0.0, inf\)"),
+    (lambda state: state["hyper"].update(betas=[0.9, 2.0]), r"^Adam.load_state_dict: Adam: betas\[1\] must be in"),
+    (lambda state: state["groups"][1].update(lr="fast"),
+     r"^Adam.load_state_dict: parameter group 1: Adam: lr must be a finite number, got 'fast'$"),
+    (lambda state: state.update(step="many"), r"^Adam.load_state_dict: 'step' must be an int >= 0"),
+    (lambda state: state["state"].update({"0.exp_avg": None}), r"^Adam.load_state_dict: '0.exp_avg' must be an array"),
+])
+def test_load_state_dict_checks_hyperparameters_as_the_constructor_and_changes_nothing_on_refusal(change, pattern):
+    model = _model("numpy")
+    params = model.parameters()
+    opt = optim.Adam([{"params": params[:2]}, {"params": params[2:], "lr": 0.01}])
+    for p in params:
+        p.grad = np.ones_like(p.data)
+    opt.step()
+    state = opt.state_dict()
+    change(state)
+    before = _values(opt), opt.state_dict()
+    with pytest.raises((ValueError, TypeError), match=pattern):
+        opt.load_state_dict(state)
+    after = _values(opt), opt.state_dict()
+    assert after[0] == before[0] and after[1]["step"] == before[1]["step"]
+    for key, value in before[1]["state"].items():
+        np.testing.assert_array_equal(after[1]["state"][key], value)
+    with pytest.raises(TypeError, match=r"^Adam.load_state_dict: expected the dict state_dict\(\) returns, got list$"):
+        opt.load_state_dict([1, 2])
+
+
+def test_a_step_refused_in_a_later_group_changes_no_parameter_of_any_group():
+    params = _model("numpy").parameters()
+    opt = optim.SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.1, momentum=0.9)
+    for p in params:
+        p.grad = np.ones_like(p.data)
+    before = [p.data.copy() for p in params]
+    opt.param_groups[1]["lr"] = "fast"                           # a plain dict write, as torch code does
+    with pytest.raises(ValueError, match=r"^parameter group 1: SGD: lr must be a finite number, got 'fast'$"):
+        opt.step()
+    for p, saved in zip(params, before):
+        np.testing.assert_array_equal(p.data, saved)
+    assert opt.step_count == 0 and all(not state for state in opt.state)
+    params[3].grad = [1.0]
+    opt.param_groups[1]["lr"] = 0.1
+    with pytest.raises(TypeError, match=r"^SGD: gradient 3 is a list, not an array$"):
+        opt.step()
+
+
+@pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(lr=0.01))])
+def test_nan_gradients_are_applied_as_torch_applies_them(name, kwargs):
+    """The documented contract: a step reads no gradient value (no device read), so a NaN spreads as in
+    torch.optim; fit's divergence guard rolls back."""
+    torch = pytest.importorskip("torch")
+    grad = np.array([1.0, np.nan, 2.0, np.inf])
+    ours = xpcnn.Parameter(np.zeros(4))
+    theirs = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt, reference = getattr(optim, name)([ours], **kwargs), getattr(torch.optim, name)([theirs], **kwargs)
+    for _ in range(2):
+        ours.grad, theirs.grad = grad.copy(), torch.tensor(grad)
+        with np.errstate(invalid="ignore"):
+            opt.step()
+        reference.step()
+    np.testing.assert_array_equal(np.isnan(ours.data), torch.isnan(theirs.detach()).numpy())
+    assert np.isnan(ours.data).any()
+    assert "NaN or infinite gradient is applied as torch.optim applies it" in " ".join(optim.Optimizer.step.__doc__.split())
+
+
+def test_reduce_lr_on_plateau_reads_auto_mode_as_early_stopping_does():
+    from xpcnn.optim import ReduceLROnPlateau
+
+    def plateau(monitor, **kwargs):
+        return ReduceLROnPlateau(optim.SGD([xpcnn.Parameter(np.zeros(2))], lr=1.0), monitor=monitor, **kwargs)
+
+    assert plateau("val_accuracy", mode="auto").mode == "max"
+    assert plateau("val_loss", mode="auto").mode == "min"
+    assert plateau("val_accuracy").mode == "max"               # the default is "auto"
+    assert plateau("val_loss").mode == "min"                   # torch.optim's "min" for a loss
+    rising = plateau("accuracy", mode="auto", patience=0)
+    for value in (0.5, 0.6, 0.7):                               # improving in mode "max": lr unchanged
+        rising.step(value)
+    assert rising.optimizer.lr == 1.0
+    with pytest.raises(ValueError, match="ReduceLROnPlateau: mode must be 'auto', 'min' or 'max', got 'up'"):
+        plateau("loss", mode="up")

@@ -86,8 +86,8 @@ def test_nan_loss_stops_with_the_epoch_and_batch_named_and_restores_weights(digi
         return (loss * float("nan"), dlogits) if len(calls) == 13 else (loss, dlogits)
 
     path = tmp_path / "last.npz"
-    with pytest.raises(TrainingDiverged, match=r"the loss became nan by epoch 2, batch 3 \(losses are read every 1 "
-                                               r"steps and at each epoch's end\); the model was restored to the end "
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan by epoch 2, batch 3 \(losses are read every "
+                                               r"step and at each epoch's end\); the model was restored to the end "
                                                r"of epoch 1"):
         model.fit(x, y, optimizer=optim.Adam(model.parameters()), loss=loss_turning_nan, epochs=3, batch_size=20,
                   seed=0, progress=False, callbacks=[ModelCheckpoint(path)], log_every=1)
@@ -157,8 +157,8 @@ def test_early_stopping_says_when_and_why_it_stopped(digits, capsys):
     model.fit(x[:64], y[:64], optimizer=optim.Adam(model.parameters()), epochs=5, batch_size=32,
               validation_data=(xt[:32], yt[:32]), progress=False, callbacks=[stopper])
     out = capsys.readouterr().out
-    assert ("early stopping after epoch 3: val_loss has not improved by more than 10 for 2 epochs (best "
-            in out) and "at epoch 1); restored the weights of epoch 1" in out
+    assert ("early stopping after epoch 2: val_loss has not improved by more than 10 for 1 epoch (best "
+            in out) and "at epoch 1)\nearly stopping: restored the weights of epoch 1" in out
 
 
 def test_an_epoch_at_learning_rate_zero_is_announced(digits):

@@ -48,12 +48,36 @@ class Backend:
     device: Any
     library_version: str = ""
 
+    def __post_init__(self):
+        object.__setattr__(self, "device", canonical_device(self.device))
+
     def asarray(self, array: Any, dtype: str | None = None) -> Any:
         """Move ``array`` (from any backend, or a NumPy array / Python list) to this backend."""
         return to_backend(array, self, dtype=dtype)
 
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={self.device!r})"
+
+    def __deepcopy__(self, memo) -> "Backend":
+        return self          # immutable, and its namespace is a module: a copied model shares its backend
+
+
+def canonical_device(device: Any) -> Any:
+    """``device`` in the form arrays report it, so that stored and reported devices compare equal: a CUDA
+    ``torch.device`` gets its explicit index (``cuda`` -> ``cuda:0``, the current device, as tensors say),
+    a CPU one none (tensors on ``cpu:0`` report ``cpu``); other libraries' devices are returned as they are."""
+    if type(device).__module__ == "torch" and type(device).__name__ == "device":
+        torch = importlib.import_module("torch")
+        if device.type == "cuda" and device.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        if device.type == "cpu" and device.index is not None:
+            return torch.device("cpu")
+    return device
+
+
+def same_device(a: Any, b: Any) -> bool:
+    """Whether two devices (any form: ``cuda`` and ``cuda:0`` on device 0, ``cpu`` and ``cpu:0``) are one."""
+    return canonical_device(a) == canonical_device(b)
 
 
 def _import(name: str, module: str):
@@ -178,6 +202,18 @@ def synchronize(backend: str | Backend | None = None) -> None:
         importlib.import_module("torch").cuda.synchronize()
 
 
+def synchronize_array(array: Any) -> None:
+    """Wait until the work queued on the current stream of ``array``'s GPU is done, so that another library
+    (MPI, handed the device pointer) reads what the kernels wrote; a no-op for arrays in host memory."""
+    if _compat.is_cupy_array(array):
+        with array.device:
+            importlib.import_module("cupy").cuda.get_current_stream().synchronize()
+    elif _compat.is_torch_array(array) and array.device.type == "cuda":
+        importlib.import_module("torch").cuda.current_stream(array.device).synchronize()
+    elif _compat.is_jax_array(array):
+        array.block_until_ready()
+
+
 def backend_of(array: Any) -> str:
     """The backend name an array belongs to (``'numpy'``, ``'torch'``, ...)."""
     if _compat.is_numpy_array(array):
@@ -197,7 +233,7 @@ def backend_for(array: Any) -> Backend:
     """The :class:`Backend` an array lives on: its library's, on the array's own device."""
     named = resolve(backend_of(array))
     device = _compat.device(array)
-    return named if device == named.device else Backend(named.name, named.xp, device, named.library_version)
+    return named if same_device(device, named.device) else Backend(named.name, named.xp, device, named.library_version)
 
 
 def dtype_name(array: Any) -> str:
@@ -231,7 +267,7 @@ def to_backend(array: Any, backend: str | Backend | None = None, dtype: str | No
     source = backend_of(array) if _is_array(array) else None
     if source == target.name:
         # the same library may still hold the array on another device (a second GPU, a strict Device)
-        moved = array if _compat.device(array) == target.device else _compat.to_device(array, target.device)
+        moved = array if same_device(_compat.device(array), target.device) else _compat.to_device(array, target.device)
     elif source in ("cupy", "torch:cuda") and target.name in ("cupy", "torch:cuda"):
         moved = xp.from_dlpack(array)
     else:
@@ -261,6 +297,22 @@ def device_copy(array: Any) -> Any:
     return _compat.array_namespace(array).asarray(array, copy=True)
 
 
+_constants: dict = {}
+
+
+def constant(value: float, reference: Any) -> Any:
+    """A 0-d array holding ``value`` in ``reference``'s dtype, on its library and device, made once per
+    (library, dtype, device, value) and reused. An op given a Python number where it wants an array makes
+    one on each call (array-api-compat's ``maximum(x, 0.0)`` on torch: a host-to-device copy that waits
+    for the stream on CUDA); ops of a training step take this one instead."""
+    key = (backend_of(reference), dtype_name(reference), str(_compat.device(reference)), value)
+    made = _constants.get(key)
+    if made is None:
+        xp = _compat.array_namespace(reference)
+        made = _constants[key] = xp.asarray(value, dtype=reference.dtype, device=_compat.device(reference))
+    return made
+
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -278,7 +330,7 @@ class RandomStream:
     Counter-based: draw ``k`` comes from a generator keyed by ``(seed, k)``, so the whole state is two
     integers (saved in checkpoints) and a resumed run draws what the uninterrupted run would have drawn.
     NumPy and array_api_strict draw with NumPy's Philox on the host; PyTorch with a ``torch.Generator``
-    on the tensor's device; CuPy with its cuRAND generator; JAX with ``jax.random`` keys. The same seed
+    on the tensor's device; CuPy with a cuRAND Philox ``Generator``; JAX with ``jax.random`` keys. The same seed
     therefore gives the same masks on one backend, and different masks on different libraries.
 
     ``host=True`` draws every backend's masks with NumPy on the host and copies them over: identical
@@ -325,18 +377,21 @@ class RandomStream:
             # on CPUs bernoulli_ with a scalar probability is slow (1.2 against 0.45 ms for 64x3136 values)
             return torch.rand(shape, generator=engine, device=device) >= p
         if name == "cupy":
-            cupy = importlib.import_module("cupy")
-            with device:
-                engine = self._engines.get(device.id)
-                if engine is None:
-                    engine = self._engines[device.id] = cupy.random.RandomState()
-                engine.seed(key)
-                return (engine.random_sample(shape, dtype=cupy.float32) >= p).astype(reference.dtype)
+            return _cupy_keep(importlib.import_module("cupy"), key, shape, p, reference)
         if name == "jax":
             jax = importlib.import_module("jax")
             keep = jax.random.bernoulli(jax.random.key(key & 0xFFFFFFFF), 1.0 - p, shape)
             return jax.device_put(keep.astype(reference.dtype), device)
         raise TypeError(f"RandomStream: no generator for backend {name!r}")
+
+
+def _cupy_keep(cupy, key: int, shape: tuple, p: float, reference: Any) -> Any:
+    """CuPy's keep-mask for draw key ``key``: a Philox4x3210 generator keyed by it, as torch's Philox is seeded
+    per draw. Philox is counter-based, so keying one sets each thread's counter in one light kernel; the
+    legacy ``RandomState.seed`` reran cuRAND's generator set-up, milliseconds for every mask."""
+    with reference.device:
+        engine = cupy.random.Generator(cupy.random.Philox4x3210(key))
+        return (engine.random(shape, dtype=cupy.float32) >= p).astype(reference.dtype)
 
 
 def like(value: Any, reference: Any) -> Any:
@@ -392,7 +447,7 @@ def launch_bound(array: Any) -> bool:
 
 def same_place(a: Any, b: Any) -> bool:
     """Whether two arrays belong to one library and one device."""
-    return backend_of(a) == backend_of(b) and _compat.device(a) == _compat.device(b)
+    return backend_of(a) == backend_of(b) and same_device(_compat.device(a), _compat.device(b))
 
 
 def _is_array(obj: Any) -> bool:

@@ -9,14 +9,18 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import pathlib
 import sys
 
 from ._files import atomic_write_bytes
+from .checkpoint import check_writable
+from .checks import monitor_mode
+from .cores import CoreShare
 from .optim import ReduceLROnPlateau
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "MetricsLogger", "EpochPrinter",
+__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "MetricsLogger", "EpochPrinter", "ShareCores",
            "ReduceLROnPlateau"]   # the last is a schedule of xpcnn.optim that also works as a callback, as in Keras
 
 
@@ -29,16 +33,27 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs; optionally
-    restore the best weights."""
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs in a row
+    (Keras' rule: ``patience=1`` stops after the first epoch without improvement; 0 does the same).
+
+    ``mode``: "min" (a loss), "max" (an accuracy) or "auto" (from the name: "acc" in it means max), the
+    rule :func:`xpcnn.checks.monitor_mode` gives every callback. ``restore_best_weights``: when it stops,
+    the model gets the best epoch's weights back at the end of training (Keras 3 does the same), so a
+    :class:`ModelCheckpoint` written at an epoch's end always holds that epoch's true weights, optimizer
+    state and epoch number; only the model handed back holds the best weights.
+    """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
-                 restore_best_weights: bool = True):
-        if patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be >= 0, got {patience}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
+                 restore_best_weights: bool = True, mode: str = "auto"):
+        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(min_delta)
         self.restore_best_weights = restore_best_weights
-        self.sign = 1.0 if "acc" in monitor else -1.0   # accuracy goes up, loss goes down
+        self.mode = monitor_mode("EarlyStopping", monitor, mode)
+        self.sign = 1.0 if self.mode == "max" else -1.0
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer):
         self.best, self.best_state, self.wait, self.stopped_epoch = -math.inf, None, 0, None
         self.best_epoch = None
 
@@ -50,17 +65,18 @@ class EarlyStopping(Callback):
             self.best, self.wait, self.best_epoch = score, 0, epoch
             if self.restore_best_weights:
                 self.best_state = trainer.model.state_dict()
-        else:
-            self.wait += 1
-            if self.wait > self.patience:
-                trainer.stop_training, self.stopped_epoch = True, epoch
-                message = (f"early stopping after epoch {epoch}: {self.monitor} has not improved by more than "
-                           f"{self.min_delta:g} for {self.wait} epoch{'s' if self.wait > 1 else ''} "
-                           f"(best {self.sign * self.best:.4f} at epoch {self.best_epoch})")
-                if self.best_state is not None:
-                    trainer.model.load_state_dict(self.best_state)
-                    message += f"; restored the weights of epoch {self.best_epoch}"
-                trainer.say(message)
+            return
+        self.wait += 1
+        if self.wait >= max(self.patience, 1):
+            trainer.stop_training, self.stopped_epoch = True, epoch
+            trainer.say(f"early stopping after epoch {epoch}: {self.monitor} has not improved by more than "
+                        f"{self.min_delta:g} for {self.wait} epoch{'s' if self.wait > 1 else ''} "
+                        f"(best {self.sign * self.best:.4f} at epoch {self.best_epoch})")
+
+    def on_train_end(self, trainer):
+        if self.stopped_epoch is not None and self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+            trainer.say(f"early stopping: restored the weights of epoch {self.best_epoch}")
 
 
 class ModelCheckpoint(Callback):
@@ -72,6 +88,10 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, path: str | os.PathLike, metadata: dict | None = None):
         self.path, self.metadata = str(path), metadata or {}
+
+    def on_train_begin(self, trainer):
+        if getattr(trainer, "is_main", True):      # an unwritable folder fails now, not after the first epoch
+            check_writable(self.path.format(epoch=1), "ModelCheckpoint")
 
     def on_epoch_end(self, trainer, epoch, logs):
         trainer.save(self.path.format(epoch=epoch), metadata=self.metadata)
@@ -113,3 +133,29 @@ class EpochPrinter(Callback):
                                                        if k not in ("epoch", "seconds", "images_per_s", "lr")]
         parts.append(f"{logs['images_per_s']:.0f} img/s")
         print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+class ShareCores(Callback):
+    """Fit the BLAS threads to the cores other programs leave free, measured over each epoch
+    (:class:`xpcnn.cores.CoreShare`): on a machine shared with a busy process, fewer threads that do not
+    wait for a descheduled partner train faster than one per core. Says so when the count changes.
+
+    ``share``: a CoreShare whose window began earlier (the CLI starts one before loading the data), so the
+    first decision, at the start of training, already rests on a measurement."""
+
+    def __init__(self, share: CoreShare | None = None):
+        self.share = share if share is not None else CoreShare()
+
+    def _adapt(self, trainer) -> None:
+        before = self.share.threads
+        threads = self.share.adapt()
+        if threads is not None and threads != before and (before is not None or threads < self.share.most):
+            busy = self.share.cores - threads
+            trainer.say(f"cores: {busy} of {self.share.cores} busy with other programs; "
+                        f"training with {threads} BLAS thread{'s' if threads != 1 else ''}")
+
+    def on_train_begin(self, trainer):
+        self._adapt(trainer)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self._adapt(trainer)

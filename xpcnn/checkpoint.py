@@ -4,8 +4,14 @@ turns a spec into a ``Sequential`` (:func:`xpcnn.load`, :func:`xpcnn.load_checkp
 training loop resumes from the plain state :func:`read` returns.
 
 No pickle anywhere: arrays are stored as arrays and everything else as one JSON document
-(``meta``), read back with ``allow_pickle=False``. Files are written to a temporary file beside
-the target and renamed into place, so an interrupted save leaves the previous file intact.
+(``meta``). Files are written to a temporary file beside the target and renamed into place, so an
+interrupted save leaves the previous file intact; saving refuses weights that loading would refuse
+(NaN or infinity).
+
+Files are untrusted input: reading takes only the entries the format defines, checks every entry's
+declared size against its header (and, given the model, against the shape it should have) before
+decompressing it, bounds how deeply an architecture may nest layers (:data:`MAX_NESTING`), and
+checks the types of the metadata; any failure is a :class:`CheckpointError`.
 
 Layout: ``meta`` (UTF-8 JSON as uint8), ``model.<key>`` (state_dict), ``optim.<i>.<name>``.
 
@@ -15,21 +21,31 @@ architecture and the xpcnn version as JSON in the file's metadata.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
+import math
 import os
 import pathlib
+import re
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import optim as O
-from ._files import atomic_write_bytes
+from ._files import atomic_write_bytes, write_error
 from ._version import __version__
 
 FORMAT = "xpcnn-checkpoint"
 VERSION = 1
+MAX_NESTING = 64                  # layers inside containers inside ... that a file's architecture may nest
+MAX_META_BYTES = 64 * 2**20       # the JSON document of a checkpoint
+CHECKSUM_KEY = "xpcnn_sha256"     # metadata of a .safetensors file: SHA-256 of its tensors (see tensors_digest)
+_ENTRY = re.compile(r"meta|model\..+|optim\.\d+\..+")   # the .npz entries the format defines (without ".npy")
 
 
 class CheckpointError(ValueError):
@@ -72,11 +88,11 @@ def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None
          data_rng_state: dict | None = None, metadata: dict | None = None) -> pathlib.Path:
     """Write ``model`` (anything with ``spec()``, ``state_dict()``, ``rng`` and ``training``, as a
     Sequential has) and optionally its training state to ``path`` atomically; returns the path."""
-    path = pathlib.Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+    path = target_path(path)
     spec = model.spec()
-    arrays = {f"model.{key}": value for key, value in model.state_dict().items()}
+    state = model.state_dict()
+    _refuse_nonfinite(state, path)
+    arrays = {f"model.{key}": value for key, value in state.items()}
     meta: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, **spec,
         "model_rng": model.rng.bit_generator.state, "noise": model.noise.state(), "training": model.training,
@@ -94,21 +110,73 @@ def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_weights(model, path: str | os.PathLike) -> pathlib.Path:
     """Write ``model``'s state dict to a ``.safetensors`` file atomically, with ``{"format": "xpcnn",
-    "xpcnn_version": ..., "architecture": <the spec as JSON>}`` as its metadata; returns the path."""
+    "xpcnn_version": ..., "architecture": <the spec as JSON>, "xpcnn_sha256": <tensors_digest>}`` as its
+    metadata; returns the path."""
     from safetensors.numpy import save as encode
 
-    path = pathlib.Path(path)
+    path = target_path(path, suffix="")
     spec = json.dumps(model.spec())                     # refuses an unregistered layer before anything is written
     tensors = {key: np.ascontiguousarray(value) for key, value in model.state_dict().items()}
-    payload = encode(tensors, metadata={"format": "xpcnn", "xpcnn_version": __version__, "architecture": spec})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_nonfinite(tensors, path)
+    payload = encode(tensors, metadata={"format": "xpcnn", "xpcnn_version": __version__, "architecture": spec,
+                                        CHECKSUM_KEY: tensors_digest(tensors)})
     return atomic_write_bytes(path, payload)
+
+
+def target_path(path: str | os.PathLike, what: str = "save", suffix: str = ".npz") -> pathlib.Path:
+    """The file a save to ``path`` writes: ``path`` with ``suffix`` added unless it ends in it (``""``: as it is);
+    a path that names no file (``""``, ``"."``, None) is a ValueError."""
+    if not isinstance(path, (str, os.PathLike)) or pathlib.Path(path).name in ("", ".", ".."):
+        raise ValueError(f"{what}: path must name a file, such as model.npz or model.safetensors, got {path!r}")
+    path = pathlib.Path(path)
+    if not suffix or path.suffix == suffix:
+        return path
+    return path.with_suffix(path.suffix + suffix) if path.suffix else path.with_suffix(suffix)
+
+
+def check_writable(path: str | os.PathLike, what: str = "save", suffix: str = ".npz") -> pathlib.Path:
+    """Raise, as one line, the error a save to ``path`` would meet in its folder (not writable, a file where a
+    folder should be, a folder at the target) without writing anything; returns the file a save writes.
+    ``ModelCheckpoint`` calls it before the first epoch."""
+    target = target_path(path, what, suffix)
+    if target.is_dir():
+        raise IsADirectoryError(f"{what}: cannot write {target}: it is a folder (expected a file name)")
+    folder = target.parent.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent                  # the folders a save would create start at the first that exists
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{what}: cannot write {target}: {folder} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".xpcnn-write-check-", dir=folder)
+    except OSError as exc:
+        raise write_error(target, exc, what) from None
+    os.close(handle)
+    os.unlink(probe)
+    return target
+
+
+def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 (hex) of the names, dtypes, shapes and little-endian bytes of ``tensors``, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        value = np.asarray(tensors[key])
+        value = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+        digest.update(f"{key}\0{value.dtype.name}\0{value.shape}\0".encode())
+        digest.update(value.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def _refuse_nonfinite(state: dict[str, np.ndarray], path: pathlib.Path) -> None:
+    """Saving refuses what loading refuses: a parameter or buffer holding NaN or infinity (the file is not touched)."""
+    for key, value in state.items():
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise CheckpointError(f"save: {key!r} holds NaN or infinity, so {path} was not written (xpcnn.load "
+                                  "refuses such weights); the training diverged: lower the learning rate")
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -123,6 +191,9 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     except Exception as exc:    # any failure to parse an untrusted file is a damaged file
         raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupted?): "
                               f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+    if CHECKSUM_KEY in metadata and metadata[CHECKSUM_KEY] != tensors_digest(tensors):
+        raise CheckpointError(f"{path}: the tensors do not match the checksum stored with them: the file is "
+                              "damaged; use an earlier copy")
     return tensors, metadata
 
 
@@ -136,9 +207,27 @@ def read_weights(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         spec = json.loads(metadata["architecture"])
         if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list):
             raise ValueError("no list of layers")
+    except RecursionError:
+        raise CheckpointError(f"{path}: the architecture in the file's metadata nests too deeply to read") from None
     except ValueError as exc:
         raise CheckpointError(f"{path}: the architecture in the file's metadata is damaged: {exc}") from None
+    _check_nesting(spec, path)
     return spec, tensors
+
+
+def _check_nesting(spec: dict, path) -> None:
+    """Refuse an architecture whose layers nest deeper than MAX_NESTING (walked without recursion)."""
+    stack = [(spec, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            depth += "type" in node and "config" in node          # a layer's entry
+            if depth > MAX_NESTING:
+                raise CheckpointError(f"{path}: the architecture nests layers more than {MAX_NESTING} deep; "
+                                      "not an architecture xpcnn writes")
+            stack.extend((value, depth) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth) for value in node)
 
 
 def _existing(path: pathlib.Path, suffix: str) -> pathlib.Path:
@@ -151,7 +240,11 @@ def _existing(path: pathlib.Path, suffix: str) -> pathlib.Path:
     return path
 
 
-def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _read(path: pathlib.Path, limits: Callable[[dict], dict[str, int]] | None = None
+          ) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata and the arrays of a checkpoint file. Only the entries the format defines are read; each
+    entry's declared size must be what its header describes, and ``limits(meta)`` (optional) gives the most
+    elements each entry may hold, checked before anything is decompressed."""
     _existing(path, ".npz")
     with path.open("rb") as handle:
         magic = handle.read(4)
@@ -159,17 +252,102 @@ def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
         kind = "a single NumPy array (.npy)" if magic == b"\x93NUM" else "not a zip archive"
         raise CheckpointError(f"{path}: not an xpcnn checkpoint: {kind}; expected the .npz written by "
                               "xpcnn train or model.save")
+    with _damaged_file_errors(path), zipfile.ZipFile(path) as archive:
+        entries = {info.filename[:-4]: info for info in archive.infolist()
+                   if info.filename.endswith(".npy") and _ENTRY.fullmatch(info.filename[:-4])}
+        headers = {name: _entry_header(archive, info) for name, info in entries.items()}
+        if "meta" not in entries:
+            raise CheckpointError(f"{path}: not an xpcnn checkpoint (no 'meta' entry)")
+        shape, dtype, _ = headers["meta"]
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_META_BYTES:
+            raise CheckpointError(f"{path}: not an xpcnn checkpoint ('meta' is {shape} of {dtype}, expected "
+                                  f"at most {MAX_META_BYTES} bytes of JSON)")
+        meta = _parse_meta(path, _entry_array(archive, entries["meta"], headers["meta"]))
+    bounds = limits(meta) if limits is not None else {}    # outside: its own errors are not the file's damage
+    arrays = {}
+    with _damaged_file_errors(path), zipfile.ZipFile(path) as archive:
+        for name, info in entries.items():
+            if name == "meta":
+                continue
+            if limits is not None:
+                _check_bound(path, name, headers[name][0], bounds)
+            arrays[name] = _entry_array(archive, info, headers[name])
+    return meta, arrays
+
+
+@contextlib.contextmanager
+def _damaged_file_errors(path: pathlib.Path):
+    """Any failure to parse an untrusted file is a corrupted checkpoint (zipfile alone raises BadZipFile,
+    NotImplementedError, struct.error, UnicodeDecodeError, ... on damage)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (Exception, MemoryError) as exc:  # any failure to parse an untrusted file is a corrupted checkpoint
-        # (zipfile alone raises BadZipFile, NotImplementedError, struct.error, UnicodeDecodeError, ... on damage)
+        yield
+    except CheckpointError:
+        raise
+    except (Exception, MemoryError) as exc:
         raise CheckpointError(f"{path}: not a readable xpcnn checkpoint (truncated or corrupted?): "
-                              f"{type(exc).__name__}: {exc}") from None
-    if "meta" not in arrays:
-        raise CheckpointError(f"{path}: not an xpcnn checkpoint (no 'meta' entry)")
+                              f"{type(exc).__name__}: {exc}".replace("\n", " ")) from None
+
+
+def _entry_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, header bytes) of one .npy entry, read from its first bytes; its dtype must be a plain
+    number type and its declared uncompressed size exactly what the header describes."""
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"entry {info.filename!r}: .npy format version {version} is not one numpy.savez writes")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+        header = handle.tell()
+    if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize > 8 or fortran_order:
+        raise ValueError(f"entry {info.filename!r} holds {dtype}{' (Fortran order)' if fortran_order else ''}; "
+                         "checkpoints hold plain C-ordered numbers only")
+    needed = header + math.prod(shape) * dtype.itemsize
+    if info.file_size != needed:
+        raise ValueError(f"entry {info.filename!r} declares {info.file_size} bytes, but its header describes "
+                         f"{shape} of {dtype} ({needed} bytes)")
+    return tuple(shape), dtype, header
+
+
+def _entry_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: tuple) -> np.ndarray:
+    """The array of one entry whose header was checked, read in bounded chunks (the zip CRC is checked)."""
+    shape, dtype, skip = header
+    flat = np.empty(math.prod(shape), dtype)
+    chunk = max(1, 2**24 // dtype.itemsize)
+    with archive.open(info) as handle:
+        handle.read(skip)
+        for start in range(0, flat.size, chunk):
+            count = min(chunk, flat.size - start)
+            data = handle.read(count * dtype.itemsize)
+            if len(data) != count * dtype.itemsize:
+                raise ValueError(f"entry {info.filename!r} ends early")
+            flat[start:start + count] = np.frombuffer(data, dtype=dtype)
+        if handle.read(1):
+            raise ValueError(f"entry {info.filename!r} is longer than its header says")
+    return flat.reshape(shape)
+
+
+def _check_bound(path: pathlib.Path, name: str, shape: tuple, bounds: dict[str, int]) -> None:
+    """Refuse an entry the model has no place for, or that holds more elements than its place (nothing read)."""
+    if name.startswith("optim."):
+        index, _, state = name[len("optim."):].partition(".")
+        key = "step" if state == "step" else f"optim.{index}"
+    else:
+        key = name
+    if key != "step" and key not in bounds:
+        raise CheckpointError(f"{path}: unexpected entry {name!r}: the model has no such "
+                              f"{'parameter' if key.startswith('optim.') else 'parameter or buffer'}")
+    limit = 1 if key == "step" else bounds[key]
+    if math.prod(shape) > limit:
+        raise CheckpointError(f"{path}: entry {name!r} holds {shape}, more than the {limit} values its place "
+                              "in the model takes")
+
+
+def _parse_meta(path: pathlib.Path, data: np.ndarray) -> dict:
+    """The checked JSON document of a checkpoint."""
     try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+        meta = json.loads(data.tobytes().decode("utf-8"))
+    except RecursionError:
+        raise CheckpointError(f"{path}: the checkpoint's metadata nests too deeply to read") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is corrupted: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -177,29 +355,89 @@ def _read(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r}; this xpcnn reads "
                               f"version {VERSION} (a newer file needs a newer xpcnn)")
-    return meta, arrays
+    _check_meta_types(path, meta)
+    _check_nesting({"layers": meta.get("layers")}, path)
+    return meta
 
 
-def read(path: str | os.PathLike) -> SavedRun:
-    """The contents of a checkpoint file, checked for format and version; nothing is built."""
+_NONE = type(None)
+_META_TYPES = {"dtype": (str,), "layers": (list,), "model_rng": (dict,), "training": (bool,), "epoch": (int, _NONE),
+               "history": (dict,), "data_rng": (dict, _NONE), "metadata": (dict,), "noise": (dict, _NONE),
+               "optimizer": (dict, _NONE), "scheduler": (dict, _NONE), "dropout_rng": (str,), "input_shape": (list, _NONE)}
+_PARTS = {"optimizer": {"type": (str,), "hyper": (dict,), "groups": (list, _NONE), "step": (int,)},
+          "scheduler": {"type": (str,), "config": (dict,)}}
+_KIND_NAMES = {str: "a string", list: "a list", dict: "an object", bool: "true or false", int: "an integer",
+               _NONE: "null"}
+
+
+def _check_meta_types(path: pathlib.Path, meta: dict) -> None:
+    """Each metadata field, when present, of the JSON type the format gives it (a crafted file is refused)."""
+    def check(where: str, value, kinds: tuple) -> None:
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds) or (
+                isinstance(value, int) and not isinstance(value, bool) and value < 0):
+            expected = " or ".join(_KIND_NAMES[kind] for kind in kinds)
+            raise CheckpointError(f"{path}: the checkpoint's metadata is damaged: {where} must be {expected}"
+                                  f"{' >= 0' if int in kinds else ''}, got {json.dumps(value)[:60]}")
+
+    for key, kinds in _META_TYPES.items():
+        if key in meta:
+            check(repr(key), meta[key], kinds)
+    for key, parts in _PARTS.items():
+        for part, kinds in parts.items():
+            if isinstance(meta.get(key), dict) and part in meta[key]:
+                check(f"{key!r}[{part!r}]", meta[key][part], kinds)
+    for name, values in meta.get("history", {}).items():
+        check(f"'history'[{name!r}]", values, (list,))
+
+
+def state_shapes(model) -> tuple[dict[str, tuple], list[str]]:
+    """The shapes of ``model``'s state dict and the keys of its parameters in order, without copying anything:
+    what :func:`read` checks a file's entries against (``read(path, expected=lambda spec: state_shapes(model))``)."""
+    shapes = {key: tuple(param.shape) for key, param in model.named_parameters()}
+    params = list(shapes)
+    shapes.update({key: tuple(value.shape) for key, value in model.named_buffers()})
+    return shapes, params
+
+
+def read(path: str | os.PathLike,
+         expected: Callable[[dict], tuple[dict[str, tuple], list[str]]] | None = None) -> SavedRun:
+    """The contents of a checkpoint file, checked for format, version and metadata types; nothing is built.
+
+    ``expected(spec)``, when given, returns what the model of ``spec`` holds (:func:`state_shapes`): entries it
+    has no place for, or larger than their place, are then refused before they are decompressed."""
     path = pathlib.Path(path)
-    meta, arrays = _read(path)
+
+    def limits(meta: dict) -> dict[str, int]:
+        shapes, params = expected(_spec(path, meta))
+        bounds = {f"model.{key}": math.prod(shape) for key, shape in shapes.items()}
+        bounds.update({f"optim.{index}": math.prod(shapes[key]) for index, key in enumerate(params)})
+        return bounds
+
+    meta, arrays = _read(path, None if expected is None else limits)
     optimizer = None
-    if "optimizer" in meta:
+    if meta.get("optimizer") is not None:
         optimizer = {**meta["optimizer"], "state": {key[len("optim."):]: value for key, value in arrays.items()
                                                     if key.startswith("optim.")}}
     try:
-        spec = {"dtype": meta["dtype"], "layers": meta["layers"]}
-        for key in ("dropout_rng", "input_shape"):
-            if key in meta:
-                spec[key] = meta[key]
-        return SavedRun(path, spec,
+        return SavedRun(path, _spec(path, meta),
                         {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")},
-                        meta["model_rng"], bool(meta.get("training", True)), int(meta.get("epoch") or 0),
+                        meta["model_rng"], meta.get("training", True), meta.get("epoch") or 0,
                         meta.get("history") or {}, meta.get("data_rng"), meta.get("metadata") or {},
                         optimizer, meta.get("scheduler"), meta.get("noise"))
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete: {exc}") from None
+
+
+def _spec(path: pathlib.Path, meta: dict) -> dict:
+    """The architecture spec stored in a checkpoint's metadata."""
+    try:
+        spec = {"dtype": meta["dtype"], "layers": meta["layers"]}
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete: {exc}") from None
+    for key in ("dropout_rng", "input_shape"):
+        if key in meta:
+            spec[key] = meta[key]
+    return spec
 
 
 def restore_optimizer(saved: SavedRun, params) -> O.Optimizer | None:

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
+import numbers
+import operator
 from typing import Any, Iterator
 
 import array_api_compat
+import numpy as np
 
 _FLOAT_NAMES = ("float32", "float64")
 
@@ -51,14 +55,19 @@ def namespace(op: str, *arrays: Any):
         ) from None
 
 
-def backward_namespace(op: str, dy: Any, like: Any, shape: tuple) -> Any:
-    """The namespace of a backward pass's ``dy``, checked to share ``like``'s backend and to have ``shape``
-    (inside :func:`trusted` the checks are skipped)."""
+def backward_namespace(op: str, dy: Any, like: Any, shape: tuple, dtype: Any = None) -> Any:
+    """The namespace of a backward pass's ``dy``, checked to share ``like``'s backend and device, to have
+    ``shape`` and the forward pass's float dtype (``dtype``, default ``like``'s): an integer dy, or a float32
+    dy after a float64 forward, would give gradients of mixed dtypes. Inside :func:`trusted` nothing is checked."""
     if _trusted.get():
         return array_api_compat.array_namespace(dy)
     xp = namespace(op, dy, like)
     if tuple(dy.shape) != tuple(shape):
         raise ValueError(f"{op}: dy must have shape {tuple(shape)}, got {tuple(dy.shape)}")
+    expected = like.dtype if dtype is None else dtype
+    if dy.dtype != expected:
+        raise TypeError(f"{op}: dy must have the forward pass's dtype {expected}, got {dy.dtype}")
+    check_same_device(op, like, "dy", dy)
     return xp
 
 
@@ -101,23 +110,69 @@ def check_same_device(op: str, x: Any, name: str, other: Any) -> None:
 
 
 def positive_int(owner: str, name: str, value: Any) -> int:
-    """An int of at least 1 (a bool is not one), or a ValueError naming the owner and the argument."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    """An int of at least 1 (a NumPy integer is one, a bool is not), as an int; else a ValueError naming the
+    owner and the argument."""
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else 0
+    except TypeError:
+        number = 0
+    if number < 1:
         raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
-    return value
+    return number
+
+
+def monitor_mode(owner: str, monitor: str, mode: str = "auto") -> str:
+    """Whether a monitored metric improves downwards ("min") or upwards ("max"): the one rule of every
+    callback and schedule that watches a metric. ``mode="auto"`` reads the name: an accuracy
+    ("acc"/"accuracy" in it) goes up, anything else (a loss) goes down."""
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "max" if "acc" in str(monitor) else "min"
+
+
+def integral(value: Any) -> int | None:
+    """``value`` as a Python int when it is an integer (a NumPy integer too, anything ``operator.index``
+    takes) and not a bool; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def flag(owner: str, name: str, value: Any) -> bool:
+    """``True`` or ``False`` (a NumPy bool too); anything else, such as the string ``"no"``, is a TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def finite_number(owner: str, name: str, value: Any) -> float:
+    """A finite real number (an int, a float, a NumPy scalar; not a bool or a string) as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    return float(value)
 
 
 def pair(op: str, name: str, value: Any, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each at least ``minimum``, as a pair."""
+    """An int or a pair of ints (NumPy integers too), each at least ``minimum``, as a pair of Python ints."""
     if isinstance(value, (tuple, list)):
         items = tuple(value)
     else:
         items = (value, value)
-    if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+    numbers = tuple(integral(v) for v in items)
+    if len(numbers) != 2 or None in numbers:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(items) < minimum:
+    if min(numbers) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return items[0], items[1]
+    return numbers[0], numbers[1]
 
 
 def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1) -> int:

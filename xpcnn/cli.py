@@ -11,6 +11,7 @@ import math
 import os
 import pathlib
 import sys
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,25 @@ EXIT_INTERRUPTED = 130
 
 class CommandError(Exception):
     """An error to report in one line."""
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _note(path, text: str) -> None:
+    """A conversion made to an input, said on stderr."""
+    print(f"note: {path}: {text}", file=sys.stderr)
+
+
+def launched_processes() -> tuple[int, int]:
+    """(rank, count) of the processes mpiexec started (MPICH's and Open MPI's variables); (0, 1) without it."""
+    for rank, size in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
+        try:
+            return int(os.environ.get(rank, "0")), int(os.environ[size])
+        except (KeyError, ValueError):
+            continue
+    return 0, 1
 
 
 # ----------------------------------------------------------------------------- data
@@ -58,15 +78,39 @@ def _prepare(images, labels, mean=None, std=None):
 
 # ----------------------------------------------------------------------------- commands
 #: What `xpcnn train` uses when neither the command line nor a resumed checkpoint says otherwise.
-TRAIN_DEFAULTS = {"model": "lenet", "epochs": 12, "batch_size": 64, "lr": 2e-3, "optimizer": "adam",
+TRAIN_DEFAULTS = {"model": "lenet", "epochs": 8, "batch_size": 64, "lr": 2e-3, "optimizer": "adam",
                   "data": "sample", "seed": 0}
 
 
 def _backend(name):
-    """The --backend option, or $XPCNN_BACKEND when it is not given (then NumPy)."""
-    from .backend import get_backend, resolve
+    """The --backend option, or $XPCNN_BACKEND when it is not given (then NumPy); a bad variable is named."""
+    from .backend import ENV_VAR, BackendUnavailable, get_backend, resolve
 
-    return resolve(name) if name is not None else get_backend()
+    if name is not None:
+        return resolve(name)
+    try:
+        return get_backend()
+    except (ValueError, BackendUnavailable) as exc:
+        raise CommandError(f"${ENV_VAR}={os.environ.get(ENV_VAR)!r}: {exc}") from None
+
+
+def open_checkpoint(path: str, backend):
+    """The checkpoint at ``path``: an ``.npz`` checkpoint, or a ``.safetensors`` file that ``xpcnn.load`` reads
+    (weights and architecture only: no optimizer, epoch, history or input statistics)."""
+    import xpcnn
+    from .checkpoint import Checkpoint
+
+    if str(path).endswith(".safetensors"):
+        return Checkpoint(xpcnn.load(path, backend))
+    return xpcnn.load_checkpoint(path, backend)
+
+
+def _input_statistics(checkpoint, path) -> tuple[float | None, float | None]:
+    """The training data's mean and std that the checkpoint records; without them, the images' own (said so)."""
+    mean, std = checkpoint.metadata.get("input_mean"), checkpoint.metadata.get("input_std")
+    if mean is None or std is None:
+        _note(path, "records no training mean and std (weights only); the images are standardised by their own")
+    return mean, std
 
 
 def _output_folder(args) -> pathlib.Path:
@@ -89,17 +133,53 @@ def _settings(args, saved: dict) -> dict:
 
 
 def _resumed(args, backend):
-    """The checkpoint named by --resume, and the run settings: the checkpoint's, overridden by the options given."""
+    """The checkpoint named by --resume, and the settings of the run as it will train: the checkpoint's, with
+    --epochs, --batch-size and --lr applied. The checkpoint fixes the model, optimizer, data and seed: an option
+    that would change one of them is refused (all of them in one line)."""
     import xpcnn
+    from .optim import OPTIMIZERS
 
+    if str(args.resume).endswith(".safetensors"):
+        raise CommandError(f"--resume: {args.resume} holds weights only (no optimizer state, epoch or data order), "
+                           "so it cannot be resumed; resume from the run's checkpoint.npz")
     checkpoint = xpcnn.load_checkpoint(args.resume, backend)
     if checkpoint.optimizer is None:
         raise CommandError(f"--resume: {args.resume} holds no optimizer state; it cannot be resumed")
-    settings = _settings(args, checkpoint.metadata.get("run", {}))
+    saved = checkpoint.metadata.get("run", {})
+    fixed = {"model": saved.get("model"), "seed": saved.get("seed"), "data": saved.get("data"),
+             "optimizer": next((name for name, cls in OPTIMIZERS.items() if type(checkpoint.optimizer) is cls), None)}
+    conflicts = [f"--{key} {getattr(args, key)} (the checkpoint's: {'not recorded' if value is None else value})"
+                 for key, value in fixed.items() if getattr(args, key) is not None and getattr(args, key) != value
+                 and not (key == "data" and value is None)]     # unrecorded data: the option says which
+    if conflicts:
+        raise CommandError(f"--resume: a resumed run keeps its model, optimizer, data and seed; "
+                           f"{', '.join(conflicts)} cannot be applied (drop them, or start a new run without --resume)")
+    settings = _settings(args, saved)
+    settings.update({key: value for key, value in fixed.items() if key != "data"})
+    if args.lr is not None:
+        _set_base_lr(checkpoint.optimizer, checkpoint.scheduler, args.lr)
+    scheduler = checkpoint.scheduler
+    settings["lr"] = args.lr or (scheduler.base_lr if scheduler is not None else checkpoint.optimizer.defaults["lr"])
     if checkpoint.epoch >= settings["epochs"]:
-        raise CommandError(f"--resume: {args.resume} has finished its {checkpoint.epoch} epochs; "
+        raise CommandError(f"--resume: {args.resume} has finished its {_plural(checkpoint.epoch, 'epoch')}; "
                            f"pass --epochs N with N > {checkpoint.epoch} to train longer")
     return checkpoint, settings
+
+
+def _set_base_lr(optimizer, scheduler, lr: float) -> None:
+    """--lr on a resumed run: the schedule's base learning rate (each group's scaled alike), or, without a
+    schedule that computes the rate from the epoch, the optimizer's learning rate."""
+    from .optim import LRScheduler
+
+    if scheduler is not None and type(scheduler).lr_at is not LRScheduler.lr_at:
+        scale = lr / scheduler.base_lr if scheduler.base_lr else None
+        scheduler.base_lrs = [lr if scale is None else base * scale for base in scheduler.base_lrs]
+        scheduler.base_lr = lr
+        scheduler.apply()
+        return
+    optimizer.defaults["lr"] = lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _stretch_schedule(scheduler, epochs: int) -> str | None:
@@ -118,8 +198,11 @@ def cmd_train(args) -> int:
     from . import optim
     from .datasets import RandomShift
     from .zoo import MODELS
+    from .callbacks import ShareCores
+    from .cores import CoreShare
     from .train import MetricsLogger, ModelCheckpoint
 
+    share = None if args.distributed else CoreShare()   # measures other programs' load while the data loads
     backend = _backend(args.backend)
     say, processes = print, ""
     if args.distributed:
@@ -152,22 +235,26 @@ def cmd_train(args) -> int:
         from .teach import trace
         count = min(settings["batch_size"], 4)
         say(trace(model, x_train[:count], y_train[:count], optimizer=optimizer))
-    say(f"training {settings['model']} on {settings['data']} ({len(x_train)} train / {len(x_test)} test images) "
-        f"with backend {backend.name}{processes}, {settings['epochs']} epochs, batch {settings['batch_size']}, "
-        f"{type(optimizer).__name__} lr {optimizer.lr:g}")
+    name = settings["model"] or "the checkpoint's model"
+    say(f"training {name} on {settings['data']} ({len(x_train)} train / {len(x_test)} test images) "
+        f"with backend {backend.name}{processes}, {_plural(settings['epochs'], 'epoch')}, "
+        f"batch {settings['batch_size']}, {type(optimizer).__name__} lr {optimizer.lr:g}")
     augment = None if args.no_augment else RandomShift(2)
-    created = say is print and not out.exists()
+    created = [folder for folder in (out, *out.parents) if not folder.exists()] if say is print else []
     if say is print:
         out.mkdir(parents=True, exist_ok=True)
     callbacks = [ModelCheckpoint(checkpoint_path, metadata), MetricsLogger(out / "metrics.csv")]
+    if share is not None and backend.name in ("numpy", "torch", "array_api_strict"):
+        callbacks.append(ShareCores(share))             # CPU backends: BLAS (and PyTorch) threads
     try:
         history = model.fit(x_train, y_train, optimizer=optimizer, scheduler=scheduler, epochs=settings["epochs"],
                             batch_size=settings["batch_size"], validation_data=(x_test, y_test),
                             seed=settings["seed"], callbacks=callbacks, progress=not args.no_progress,
                             augment=augment, resume=checkpoint, distributed=args.distributed)
     except BaseException as exc:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()                                   # a run stopped before its first epoch leaves nothing
+        for folder in created:                            # a run stopped before its first epoch leaves nothing
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         if not isinstance(exc, KeyboardInterrupt):
             raise
         if checkpoint_path.exists():
@@ -178,11 +265,13 @@ def cmd_train(args) -> int:
         return EXIT_INTERRUPTED
     if say is not print:
         return 0
-    scores = model.evaluate(x_test, y_test)
-    print(f"test accuracy {scores['accuracy']:.4f}  test loss {scores['loss']:.4f}")
+    # the last epoch ended by scoring these very weights on the test set (the validation data): no second pass
+    print(f"test accuracy {history['val_accuracy'][-1]:.4f}  test loss {history['val_loss'][-1]:.4f}")
     print(f"checkpoint: {checkpoint_path}\nmetrics:    {out / 'metrics.csv'}")
     from .plots import plot_history
-    print(f"curves:     {plot_history(history.history, out / 'curves.png')}")
+    curves = plot_history(history.history, out / "curves.png", title=f"{name} on {settings['data']}",
+                          validation_label="test")        # the test set is the validation data above
+    print(f"curves:     {curves}")
     return 0
 
 
@@ -191,28 +280,37 @@ def _silent(*args, **kwargs) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    import xpcnn
-
-    checkpoint = xpcnn.load_checkpoint(args.checkpoint, args.backend)
+    checkpoint = open_checkpoint(args.checkpoint, _backend(args.backend))
     data = args.data or checkpoint.metadata.get("data", "sample")
     _, (x_test, y_test) = load_data(data, download=False)
-    meta = checkpoint.metadata
-    x_test, y_test, _, _ = _prepare(x_test, y_test, meta.get("input_mean"), meta.get("input_std"))
+    x_test, y_test, _, _ = _prepare(x_test, y_test, *_input_statistics(checkpoint, args.checkpoint))
     scores = checkpoint.model.evaluate(x_test, y_test)
     print(f"{args.checkpoint}: {len(x_test)} test images from {data}: accuracy {scores['accuracy']:.4f}  "
           f"loss {scores['loss']:.4f}")
     return 0
 
 
-def cmd_export(args) -> int:
-    import xpcnn
+def _check_output(option: str, path: str) -> None:
+    """Refuse an output path that cannot be written, before any output is written."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise CommandError(f"{option}: {path} is a folder; expected a file name")
+    folder = next(parent for parent in path.parents if parent.exists())   # where the missing folders would go
+    if not folder.is_dir():
+        raise CommandError(f"{option}: {folder} is a file, not a folder, so {path} cannot be written")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"{option}: cannot write into {folder} (permission denied), so {path} cannot be written")
 
+
+def cmd_export(args) -> int:
     if not args.onnx and not args.safetensors:
         raise CommandError("give --onnx OUT.onnx, --safetensors OUT.safetensors, or both")
     for option, path, suffix in (("--onnx", args.onnx, ".onnx"), ("--safetensors", args.safetensors, ".safetensors")):
         if path and not path.endswith(suffix):
             raise CommandError(f"{option}: expected a file name ending in {suffix}, got {path!r}")
-    checkpoint = xpcnn.load_checkpoint(args.checkpoint, "numpy")
+        if path:
+            _check_output(option, path)
+    checkpoint = open_checkpoint(args.checkpoint, "numpy")
     model = checkpoint.model
     if args.onnx:
         from .export import to_onnx
@@ -247,8 +345,10 @@ def read_image(path: pathlib.Path, shape: Sequence[int]) -> np.ndarray:
             raise CommandError("reading image files needs Pillow: pip install pillow") from None
         try:
             with Image.open(path) as picture:
-                picture = picture.convert("L" if shape[0] == 1 else "RGB")
+                picture = _without_alpha(picture, path).convert("L" if shape[0] == 1 else "RGB")
                 if picture.size != (shape[-1], shape[-2]):
+                    _note(path, f"{picture.size[0]}x{picture.size[1]} pixels: resized to {shape[-1]}x{shape[-2]}, "
+                          "the training images' size")
                     picture = picture.resize((shape[-1], shape[-2]))
                 image = np.asarray(picture)
         except (UnidentifiedImageError, OSError) as exc:
@@ -264,7 +364,29 @@ def read_image(path: pathlib.Path, shape: Sequence[int]) -> np.ndarray:
     if tuple(image.shape) != tuple(shape):
         raise CommandError(f"{path}: expected an image of shape {tuple(shape)} (or {tuple(shape[1:])}), "
                            f"got {image.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(image)))
+    if bad:
+        raise CommandError(f"{path}: {bad} of {image.size} pixel values are NaN or infinite; expected finite numbers")
     return image
+
+
+def _without_alpha(picture, path):
+    """A picture with transparency, composited onto the background its strokes stand out from: white under
+    dark strokes (as a viewer shows a drawing), black under light ones; said on stderr."""
+    if "A" not in picture.getbands() and "transparency" not in picture.info:
+        return picture
+    from PIL import Image
+
+    rgba = np.asarray(picture.convert("RGBA"), dtype=np.float64)
+    alpha = rgba[..., 3:] / 255.0
+    if alpha.min() == 1.0:
+        return picture
+    ink = float((rgba[..., :3].mean(axis=-1, keepdims=True) * alpha).sum() / max(float(alpha.sum()), 1e-12))
+    background = 255.0 if ink < 127.5 else 0.0
+    flat = rgba[..., :3] * alpha + background * (1.0 - alpha)
+    _note(path, f"transparent pixels: composited onto {'white' if background else 'black'} "
+          f"(the {'dark' if background else 'light'} strokes stand out from it)")
+    return Image.fromarray(np.round(flat).astype(np.uint8), "RGB")
 
 
 def as_training_images(image: np.ndarray, dark_background: bool) -> tuple[np.ndarray, list[str]]:
@@ -286,29 +408,28 @@ def as_training_images(image: np.ndarray, dark_background: bool) -> tuple[np.nda
     return image, notes
 
 
-def _images_for(checkpoint, paths: Sequence[str]) -> np.ndarray:
-    """The images at ``paths``, read, converted to the training data's conventions (saying so), and normalised."""
+def _images_for(checkpoint, source: str, paths: Sequence[str]) -> np.ndarray:
+    """The images at ``paths``, read, converted to the conventions of the data the checkpoint read from
+    ``source`` was trained on (saying so), and normalised."""
     meta = checkpoint.metadata
-    shape = meta.get("image_shape", [1, 28, 28])
+    shape = meta.get("image_shape") or checkpoint.model.input_shape or [1, 28, 28]
     dark_background = meta.get("input_mean", 0.0) < 0.5      # MNIST's mean pixel is 0.13: dark background
     images = []
     for path in paths:
         image, notes = as_training_images(read_image(pathlib.Path(path), shape), dark_background)
         for note in notes:
-            print(f"note: {path}: {note}", file=sys.stderr)
+            _note(path, note)
         images.append(image)
-    x, _, _, _ = _prepare(np.stack(images) / 255.0, np.zeros(len(images)), meta.get("input_mean"),
-                          meta.get("input_std"))
+    x, _, _, _ = _prepare(np.stack(images) / 255.0, np.zeros(len(images)), *_input_statistics(checkpoint, source))
     return x
 
 
 def cmd_predict(args) -> int:
-    import xpcnn
     from .functional import softmax_forward
 
-    checkpoint = xpcnn.load_checkpoint(args.checkpoint, args.backend)
+    checkpoint = open_checkpoint(args.checkpoint, _backend(args.backend))
     classes = checkpoint.metadata.get("classes", [str(c) for c in range(10)])
-    logits = checkpoint.model.predict(_images_for(checkpoint, args.images))
+    logits = checkpoint.model.predict(_images_for(checkpoint, args.checkpoint, args.images))
     probabilities, _ = softmax_forward(logits.astype(np.float64))
     for path, row in zip(args.images, probabilities):
         top = np.argsort(-row)[:3]
@@ -347,16 +468,18 @@ def cmd_teach(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    import xpcnn
     from . import plots
 
-    checkpoint = xpcnn.load_checkpoint(args.checkpoint, args.backend)
-    x = _images_for(checkpoint, [args.image])
+    checkpoint = open_checkpoint(args.checkpoint, _backend(args.backend))
+    x = _images_for(checkpoint, args.checkpoint, [args.image])
     out = pathlib.Path(args.out)
     written = [plots.plot_filters(checkpoint.model, out / "filters.png")]
     written += plots.plot_feature_maps(checkpoint.model, x[0], out)
     if checkpoint.history:
-        written.append(plots.plot_history(checkpoint.history, out / "curves.png"))
+        run = checkpoint.metadata.get("run")                # xpcnn train validates on the test set
+        title = f"{run.get('model') or 'model'} on {run.get('data')}" if run else None
+        written.append(plots.plot_history(checkpoint.history, out / "curves.png", title=title,
+                                          validation_label="test" if run else "validation"))
     for path in written:
         print(path)
     return 0
@@ -367,6 +490,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the mistake and where to read more, not the whole usage."""
 
     def error(self, message):
+        if launched_processes()[0] != 0:
+            self.exit(2)                                  # under mpiexec, rank 0 says it once
         self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
@@ -406,10 +531,13 @@ def positive_number(text: str) -> float:
 
 
 _BACKEND_HELP = "array library to compute with (default: $XPCNN_BACKEND, else numpy)"
+_CHECKPOINT_HELP = "a .npz checkpoint written by xpcnn train or model.save, or .safetensors weights"
 
 TRAIN_EPILOG = """\
 resuming: --resume CKPT continues the run that wrote CKPT: its model, optimizer, learning-rate schedule,
-data order, settings (epochs, batch size, data, seed) and output folder, unless an option says otherwise.
+data order, settings (epochs, batch size, data, seed) and output folder. --epochs, --batch-size, --lr (the
+schedule's base rate) and --out apply; --model, --optimizer, --data and --seed cannot change on a resumed run,
+so one that differs from the checkpoint's is refused.
 --epochs counts from the start of the run, so --epochs 20 on a checkpoint of epoch 12 trains 8 more; the
 cosine schedule is then recomputed for the new length, lr(e) = lr0 (1 + cos(pi e / epochs)) / 2, so the
 learning rate continues on the curve of a run planned for that many epochs instead of sitting at 0.
@@ -417,12 +545,14 @@ learning rate continues on the curve of a run planned for that many epochs inste
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
     from .backend import BACKEND_NAMES
     from .zoo import MODELS
     from .optim import OPTIMIZERS
 
     parser = _Parser(prog="xpcnn", description="Convolutional networks with hand-written "
                      "backpropagation on NumPy, CuPy, PyTorch, JAX and array_api_strict.")
+    parser.add_argument("--version", action="version", version=f"xpcnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -461,14 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy of a checkpoint on a test set", formatter_class=_Help)
-    evaluate.add_argument("checkpoint", help="a .npz checkpoint written by xpcnn train or model.save")
+    evaluate.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     evaluate.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
     evaluate.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
 
     export = commands.add_parser("export", help="a checkpoint as an ONNX graph and/or safetensors weights",
                                  formatter_class=_Help)
-    export.add_argument("checkpoint", help="a .npz checkpoint written by xpcnn train or model.save")
+    export.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     export.add_argument("--onnx", default=None, metavar="OUT.onnx",
                         help='the model in evaluation mode for ONNX Runtime (needs pip install "xpcnn[onnx]")')
     export.add_argument("--safetensors", default=None, metavar="OUT.safetensors",
@@ -478,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="top-3 classes for images (any format Pillow reads, or .npy)",
                                   formatter_class=_Help)
-    predict.add_argument("checkpoint", help="a .npz checkpoint")
+    predict.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     predict.add_argument("images", nargs="+", help="image files: .png, .jpg, ... or .npy arrays (H, W) or (C, H, W)")
     predict.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
     predict.set_defaults(run=cmd_predict)
@@ -501,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     viz = commands.add_parser("viz", help="PNGs of a checkpoint's filters, feature maps and training curves",
                               formatter_class=_Help)
-    viz.add_argument("checkpoint", help="a .npz checkpoint")
+    viz.add_argument("checkpoint", help=_CHECKPOINT_HELP)
     viz.add_argument("image", help="an input image (any format Pillow reads, or .npy)")
     viz.add_argument("--out", default="viz", help="output folder (default: viz)")
     viz.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=_BACKEND_HELP)
@@ -511,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import config
     from .backend import BackendUnavailable
     from .checkpoint import CheckpointError
     from .datasets import DataError
@@ -518,15 +649,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (CommandError, BackendUnavailable, CheckpointError, DataError, TrainingDiverged, ValueError, TypeError,
-            OSError, ImportError) as exc:
-        print(f"xpcnn {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    rank, processes = launched_processes()
+    if args.command == "train" and processes > 1 and not args.distributed:
+        if rank == 0:
+            print(f"xpcnn train: error: started as {processes} processes (mpiexec) without --distributed: each would "
+                  "train the whole run into the same folder; add --distributed, or run one process", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"xpcnn {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with warnings.catch_warnings():                       # restores showwarning afterwards
+        warnings.showwarning = lambda message, *_, **__: print(
+            f"xpcnn {args.command}: warning: {one_line(message)}", file=sys.stderr)
+        try:
+            config.get()                                  # a bad XPCNN_* variable, named in one line
+            return args.run(args)
+        except (CommandError, BackendUnavailable, CheckpointError, DataError, TrainingDiverged, ValueError,
+                TypeError, OSError, ImportError) as exc:
+            print(f"xpcnn {args.command}: error: {one_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print(f"xpcnn {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def one_line(message) -> str:
+    """A message of several lines (a heading, then one problem a line) as one: the problems joined by "; "."""
+    text = ""
+    for line in (" ".join(line.split()) for line in str(message).splitlines()):
+        if line:
+            text += line if not text else (" " if text.endswith(":") else "; ") + line
+    return text
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import math
 import os
 from typing import Iterator
 
@@ -61,34 +62,52 @@ class Config:
 
 
 def _from_environment() -> Config:
+    """The defaults with the environment's values; a bad value is a ValueError naming the variable."""
     changes = {}
     for name, variable in (("conv_workspace_bytes", "XPCNN_WORKSPACE_MB"), ("conv_block_bytes", "XPCNN_CONV_BLOCK_MB"),
                            ("device_data_bytes", "XPCNN_DEVICE_DATA_MB")):
         text = os.environ.get(variable)
         if text:
             try:
-                changes[name] = int(float(text) * _MIB)
+                mib = float(text)
             except ValueError:
-                raise ValueError(f"${variable} must be a number of MiB, got {text!r}") from None
-    if os.environ.get("XPCNN_FEW_LAUNCHES"):
-        changes["few_launches"] = os.environ["XPCNN_FEW_LAUNCHES"].strip().lower()
+                mib = math.nan
+            if not (math.isfinite(mib) and mib * _MIB >= 1):
+                raise ValueError(f"${variable} must be a positive finite number of MiB (such as 512), got {text!r}")
+            changes[name] = int(mib * _MIB)
+    text = os.environ.get("XPCNN_FEW_LAUNCHES")
+    if text:
+        if text.strip().lower() not in ("auto", "on", "off"):
+            raise ValueError(f"$XPCNN_FEW_LAUNCHES must be auto, on or off, got {text!r}")
+        changes["few_launches"] = text.strip().lower()
     return Config().replaced("xpcnn.config (environment)", **changes)
 
 
-_default = _from_environment()
+# A bad variable does not stop `import xpcnn` (the command line reports it in one line): the first use
+# of the settings raises its error instead.
+try:
+    _default: Config | None = _from_environment()
+    _environment_error = ""
+except ValueError as exc:
+    _default, _environment_error = None, str(exc)
 _scoped: contextvars.ContextVar[Config | None] = contextvars.ContextVar("xpcnn_config", default=None)
 
 
 def get() -> Config:
-    """The settings in force here: the innermost ``using`` block's, else the default."""
+    """The settings in force here: the innermost ``using`` block's, else the default. Raises ValueError
+    (naming the variable) while an ``XPCNN_*`` environment variable holds a bad value."""
     scoped = _scoped.get()
-    return _default if scoped is None else scoped
+    if scoped is not None:
+        return scoped
+    if _default is None:
+        raise ValueError(_environment_error)
+    return _default
 
 
 def set(**changes) -> Config:  # noqa: A001 - the natural name, as in set_backend
     """Change the default settings (every thread without a ``using`` block); returns them."""
     global _default
-    _default = _default.replaced("xpcnn.config.set", **changes)
+    _default = get().replaced("xpcnn.config.set", **changes)
     return _default
 
 

@@ -16,12 +16,16 @@ The pieces, usable on their own in a hand-written loop:
   global batch (:func:`local_slice`: sizes differ by at most one when the batch does not divide evenly;
   ``fit`` weights each process's loss gradient by its share, so the average is the global batch's);
 - :class:`SyncBatchNorm2D`: batch normalisation whose batch statistics (and the sums of its backward
-  pass) are summed over every process, so a model with batch norm trains as on one process.
+  pass) are the global batch's, one Allreduce per layer and pass, so a model with batch norm trains as
+  on one process;
+- :func:`agree` and :func:`any_process`: settings every process must share (``fit`` checks its epochs,
+  batch size and data with one exchange) and decisions every process takes alike (stopping).
 
 Transport: arrays are staged through one host buffer per bucket (pinned for GPU arrays) and reduced there.
-Where the MPI library reports CUDA memory among its ``mpi_memory_alloc_kinds`` (MPI 4.1's way of saying
-it is CUDA-aware), GPU buffers are handed to MPI directly instead. An NCCL communicator would slot in as
-another :class:`Transport` with the same ``allreduce_sum``; none is claimed here: no GPU has run this code.
+Where the MPI library is CUDA-aware (:func:`cuda_aware`: ``XPCNN_CUDA_AWARE_MPI``, CUDA device memory
+among its ``mpi_memory_alloc_kinds``, or MPIX_Query_cuda_support), GPU buffers are handed to MPI directly
+instead, once their stream has finished. An NCCL communicator would slot in as another
+:class:`Transport` with the same ``allreduce_sum``; none is claimed here: no GPU has run this code.
 
 mpi4py is imported on first use, so ``import xpcnn.distributed`` works without MPI; using it without
 mpi4py says what to install: ``pip install "xpcnn[mpi]"``.
@@ -39,7 +43,7 @@ from typing import Any, Iterable, Iterator
 import array_api_compat
 import numpy as np
 
-from .backend import copy_to_host, dtype_name, like, on_gpu, staging_buffer, to_numpy
+from .backend import copy_to_host, dtype_name, like, on_gpu, staging_buffer, synchronize_array, to_numpy
 from .layers import BatchNorm2D, register
 from .optim import Optimizer
 
@@ -81,14 +85,50 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def cuda_aware() -> bool:
-    """Whether the MPI library takes GPU buffers (it lists CUDA memory in ``mpi_memory_alloc_kinds``)."""
-    info = communicator().Get_info()
+CUDA_AWARE_VARIABLE = "XPCNN_CUDA_AWARE_MPI"
+
+
+def lists_cuda_device_memory(kinds: str) -> bool:
+    """Whether an ``mpi_memory_alloc_kinds`` value (MPI 4.1: comma-separated kinds, each ``kind[:restrictor...]``)
+    includes CUDA device memory: ``cuda:device``, or ``cuda`` with no restrictor (all CUDA memory);
+    ``cuda:host`` or ``cuda:managed`` alone do not, and neither does ``mpi,system``."""
+    for entry in kinds.split(","):
+        kind, *restrictors = [part.strip().lower() for part in entry.split(":")]
+        if kind == "cuda" and (not restrictors or "device" in restrictors):
+            return True
+    return False
+
+
+def _query_cuda_support() -> bool:
+    """MPIX_Query_cuda_support() (Open MPI's extension, also in MPICH) where ctypes finds it among the process's
+    global symbols; False where it is absent or hidden (MPICH's pip build keeps its symbols local)."""
+    try:
+        import ctypes
+        query = getattr(ctypes.CDLL(None), "MPIX_Query_cuda_support", None)
+        if query is None:
+            return False
+        query.restype = ctypes.c_int
+        return query() == 1
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def cuda_aware(comm=None) -> bool:
+    """Whether the MPI library takes GPU buffers. ``XPCNN_CUDA_AWARE_MPI=1`` or ``0`` decides when set;
+    otherwise yes when the library lists CUDA device memory among its ``mpi_memory_alloc_kinds``
+    (:func:`lists_cuda_device_memory`) or answers MPIX_Query_cuda_support() with 1 (Open MPI 5)."""
+    forced = os.environ.get(CUDA_AWARE_VARIABLE, "").strip()
+    if forced:
+        if forced not in ("0", "1"):
+            raise ValueError(f"{CUDA_AWARE_VARIABLE} must be 0 (stage GPU buffers through the host) or 1 (hand "
+                             f"them to MPI), got {forced!r}")
+        return forced == "1"
+    info = (comm if comm is not None else communicator()).Get_info()
     try:
         kinds = info.Get("mpi_memory_alloc_kinds") or ""
     finally:
         info.Free()
-    return "cuda" in kinds.lower()
+    return lists_cuda_device_memory(kinds) or _query_cuda_support()
 
 
 def local_threads() -> int:
@@ -125,10 +165,10 @@ class Transport:
     """Sums arrays over every process, in place where it can; host staging with reusable buffers, or the
     device buffer itself when the MPI library is CUDA-aware."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, cuda_aware_mpi: bool | None = None):
         self.comm = comm if comm is not None else communicator()
         self.mpi = _mpi()
-        self.device_direct = cuda_aware()
+        self.device_direct = cuda_aware(self.comm) if cuda_aware_mpi is None else bool(cuda_aware_mpi)
         self._buffers: dict[tuple, np.ndarray] = {}
         self.seconds = 0.0               # time spent in Allreduce (for benchmarks)
         self.calls = 0
@@ -139,6 +179,7 @@ class Transport:
         started = time.perf_counter()
         self.calls += 1
         if self.device_direct and on_gpu(array) and hasattr(array, "__cuda_array_interface__"):
+            synchronize_array(array)     # MPI reads the memory now, not after the kernels queued to write it
             self.comm.Allreduce(self.mpi.IN_PLACE, array, op=self.mpi.SUM)   # a bucket is one contiguous array
             self.seconds += time.perf_counter() - started
             return array
@@ -177,15 +218,41 @@ def _signature(items: list[tuple[str, tuple, str]]) -> np.ndarray:
     return np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8).copy()
 
 
+class Disagreement(ValueError):
+    """The processes were given different things (models, epochs, data sizes): raised alike on every
+    process, from what all of them exchanged, so none is left waiting and none needs aborting."""
+
+
 def _agree(what: str, items: list[tuple[str, tuple, str]], comm) -> None:
-    """Raise the same ValueError on every process unless every process has the same ``items``."""
+    """Raise the same Disagreement on every process unless every process has the same ``items``."""
     mine = _signature(items)
     everyone = np.empty((comm.Get_size(), mine.size), dtype=np.uint8)
     comm.Allgather(mine, everyone)
     differ = [r for r in range(comm.Get_size()) if not np.array_equal(everyone[r], everyone[0])]
     if differ:
-        raise ValueError(f"broadcast_parameters: the {what} on rank(s) {', '.join(map(str, differ))} differs from "
+        raise Disagreement(f"broadcast_parameters: the {what} on rank(s) {', '.join(map(str, differ))} differs from "
                          f"rank 0's (names, shapes or dtypes); every process must build the same model")
+
+
+def agree(where: str, settings: dict[str, Any]) -> None:
+    """Check that every process holds the same ``settings`` (small values: numbers, flags, shapes, names),
+    with one ``allgather``; raise the same one-line :class:`Disagreement` on every process naming the first
+    setting that differs, e.g. ``fit: the processes disagree on epochs: rank 0 has 3, rank 1 has 4``."""
+    everyone = communicator().allgather(list(settings.values()))
+    for position, name in enumerate(settings):
+        values = [row[position] for row in everyone]
+        if any(value != values[0] for value in values):
+            ranks = [0] + [r for r, value in enumerate(values) if value != values[0]]
+            held = ", ".join(f"rank {r} has {values[r]!r}" for r in ranks)
+            raise Disagreement(f"{where}: the processes disagree on {name}: {held}")
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (one Allreduce of one number): a decision such as stopping
+    training that every process must take alike."""
+    value = np.array([1 if flag else 0], dtype=np.int32)
+    communicator().Allreduce(_mpi().IN_PLACE, value, op=_mpi().MAX)
+    return bool(value[0])
 
 
 def broadcast_parameters(model, root: int = 0, optimizer: Optimizer | None = None) -> None:
@@ -222,16 +289,20 @@ class DistributedOptimizer:
     process counts as zeros there, so every process reduces the same buckets) into buckets of about
     ``bucket_bytes``, sums each bucket over the processes with one in-place ``Allreduce``, divides by the
     number of processes, and runs the wrapped optimizer's step. Everything else (``zero_grad``,
-    ``state_dict``, ``lr``, ``param_groups``, ...) is the wrapped optimizer's.
+    ``state_dict``, ``lr``, ``param_groups``, ...) is the wrapped optimizer's. ``cuda_aware=True``/``False``
+    hands GPU buckets to MPI directly / stages them through the host, whatever :func:`cuda_aware` detects.
     """
 
-    def __init__(self, optimizer: Optimizer, bucket_bytes: int = 25 * 2**20):
+    def __init__(self, optimizer: Optimizer, bucket_bytes: int = 25 * 2**20, cuda_aware: bool | None = None):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DistributedOptimizer: expected an xpcnn optimizer, got {type(optimizer).__name__}")
         if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, int) or bucket_bytes < 1:
             raise ValueError(f"DistributedOptimizer: bucket_bytes must be a positive int, got {bucket_bytes!r}")
+        if cuda_aware not in (None, True, False):
+            raise ValueError(f"DistributedOptimizer: cuda_aware must be None (detect), True or False, "
+                             f"got {cuda_aware!r}")
         self.optimizer, self.bucket_bytes = optimizer, bucket_bytes
-        self.transport = transport()
+        self.transport = transport() if cuda_aware is None else Transport(cuda_aware_mpi=cuda_aware)
 
     def __getattr__(self, name):
         return getattr(self.optimizer, name)
@@ -308,17 +379,81 @@ def sharded_indices(n: int, batch_size: int, rng: np.random.Generator, shuffle: 
 
 
 # ---------------------------------------------------------------------------- layers
+_global_batch: int | None = None
+
+
+def set_global_batch(samples: int | None) -> None:
+    """Tell :class:`SyncBatchNorm2D` the size of the global batch the next training forward passes belong
+    to (``fit`` does it every step; a loop of its own passes the size :func:`sharded_indices` yields), so
+    every process's count is known on the host; ``None`` forgets it. Without it the layers read the counts
+    exchanged with the statistics (one device-to-host read per layer and step)."""
+    global _global_batch
+    _global_batch = samples
+
+
+def _batch_shares(local: int) -> list[int] | None:
+    """Every process's batch size in the global batch set by :func:`set_global_batch`, or None when none is set
+    or this process's share is not ``local`` (a forward outside that batch)."""
+    if _global_batch is None:
+        return None
+    count = size()
+    shares = [hi - lo for lo, hi in (local_slice(0, _global_batch, r, count) for r in range(count))]
+    return shares if shares[rank()] == local else None
+
+
+class _GlobalStatistics:
+    """SyncBatchNorm2D's ``reduce`` (see :func:`xpcnn.functional.batch_norm2d_forward`): called with a 1-D
+    array, its sum over every process (the backward pass's two sums, in one buffer); :meth:`moments`, the
+    global batch's mean and variance from every process's own, in one Allreduce."""
+
+    def __init__(self):
+        self._weights: dict[tuple, Any] = {}
+
+    def __call__(self, array):
+        return array if size() == 1 else allreduce_sum(array)
+
+    def moments(self, mean, var, shape: tuple) -> tuple[Any, Any, int]:
+        """``(mean, var, count)`` of the global batch per channel, from this process's ``mean`` and biased
+        ``var`` (C,) of its input of ``shape`` (N, C, H, W). One Allreduce gathers every process's pair (each
+        fills its own row of zeros; adding zeros is exact), then, with w_r = count_r / count,
+        mean = Σ w_r mean_r and var = Σ w_r (var_r + (mean_r - mean)²) (the law of total variance: a sum of
+        non-negative terms, as accurate as one process's two-pass variance). The counts come from the
+        batch sizes on the host (:func:`set_global_batch`), else from the exchanged row's last entry."""
+        per_sample, processes = int(shape[2]) * int(shape[3]), size()
+        if processes == 1:
+            return mean, var, int(shape[0]) * per_sample
+        xp, device, me = array_api_compat.array_namespace(mean), array_api_compat.device(mean), rank()
+        channels = int(mean.shape[0])
+        width = 2 * channels + 1
+        row = [xp.zeros((me * width,), dtype=mean.dtype, device=device), mean, var,
+               xp.full((1,), float(shape[0]), dtype=mean.dtype, device=device),
+               xp.zeros(((processes - 1 - me) * width,), dtype=mean.dtype, device=device)]
+        rows = xp.reshape(allreduce_sum(xp.concat(row)), (processes, width))
+        shares = _batch_shares(int(shape[0]))
+        if shares is None:
+            shares = [int(round(v)) for v in to_numpy(rows[:, -1]).tolist()]
+        key = (tuple(shares), str(mean.dtype), str(device))
+        if key not in self._weights:            # a few batch-size patterns an epoch: one small copy each, once
+            self._weights[key] = like(np.asarray(shares, dtype=np.float64)[:, None] / sum(shares), mean)
+        weights = self._weights[key]
+        means, variances = rows[:, :channels], rows[:, channels:2 * channels]
+        total_mean = xp.sum(weights * means, axis=0)
+        spread = means - total_mean
+        return total_mean, xp.sum(weights * (variances + spread * spread), axis=0), sum(shares) * per_sample
+
+
 @register
 class SyncBatchNorm2D(BatchNorm2D):
-    """BatchNorm2D whose batch statistics are those of the global batch: in training the per-channel sums
-    (and the count) and then the squared deviations are summed over every process, and the backward pass
-    sums its two per-channel sums likewise; evaluation, the running statistics and the state-dict keys are
+    """BatchNorm2D whose batch statistics are those of the global batch: in training each process's
+    per-channel mean and variance are combined over every process in one Allreduce per layer (the counts
+    known on the host, :func:`set_global_batch`), and the backward pass sums its two per-channel sums
+    over the processes in one more; evaluation, the running statistics and the state-dict keys are
     BatchNorm2D's (``torch.nn.SyncBatchNorm``'s names). On one process it is BatchNorm2D."""
 
     def __init__(self, num_features: int | None = None, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True):
         super().__init__(num_features, eps, momentum, affine)
-        self.reduce = allreduce_sum
+        self.reduce = _GlobalStatistics()
 
 
 # ---------------------------------------------------------------------------- faults
@@ -329,7 +464,7 @@ def abort_on_error(where: str = "xpcnn"):
     try:
         yield
     except BaseException as exc:
-        if size() == 1 or isinstance(exc, (SystemExit,)):
+        if size() == 1 or isinstance(exc, (SystemExit, Disagreement)):     # raised alike everywhere: no abort
             raise
         message = " ".join(str(exc).split())
         print(f"{where} (rank {rank()} of {size()}): error: {type(exc).__name__}: {message}", file=sys.stderr,

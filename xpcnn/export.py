@@ -191,8 +191,13 @@ def to_onnx(model: Sequential, path: str | os.PathLike, input_shape: tuple | Non
     output_shape = model.output_shape(batch_shape)
     missing = unmapped(model)
     if missing:
+        try:
+            model.spec()                                   # a registered layer type: model.save keeps it whole
+            weights = "model.save('w.safetensors')"
+        except ValueError:
+            weights = "safetensors.numpy.save_file(model.state_dict(), 'w.safetensors')"
         raise ValueError(f"to_onnx: layer {missing[0]} has no ONNX mapping; only xpcnn's built-in layers export "
-                         "(save the weights with model.save('w.safetensors') instead)")
+                         f"(save the weights with {weights} instead)")
     graph = _Graph(onnx)
     graph.names.add("input")
     last = _sequential(graph, model, "input", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any, Iterable, Iterator
 
 import array_api_compat
@@ -18,7 +19,7 @@ import numpy as np
 from . import checkpoint, checks, train
 from .backend import Backend, RandomStream, backend_of, resolve, to_backend, to_numpy
 from .layers import LAYER_TYPES
-from .layers.base import Layer, Parameter, layer_spec
+from .layers.base import Layer, Parameter, claim, layer_spec, release
 
 _DTYPES = ("float32", "float64")
 
@@ -42,6 +43,10 @@ class Sequential(Layer):
 
     Inputs may be arrays of the model's backend, or NumPy arrays (moved to the model's backend and
     cast to its dtype). An array of another backend is refused: move it with ``xpcnn.to_backend``.
+
+    A layer object has one place in one model (its cache holds one input; building would redraw its
+    weights): the same object twice, or a layer of another model, is refused at construction.
+    ``input_shape`` may be a tuple, a list or a 1-D integer array.
     """
 
     def __init__(self, layers: Iterable[Layer], backend: str | Backend | None = None, seed: int | None = None,
@@ -55,8 +60,12 @@ class Sequential(Layer):
             raise ValueError(f"Sequential: dtype must be one of {_DTYPES}, got {dtype!r}")
         if dropout_rng not in ("device", "host"):
             raise ValueError(f"Sequential: dropout_rng must be 'device' or 'host', got {dropout_rng!r}")
+        shape = None if input_shape is None else self._batch_shape(input_shape)
+        backend = resolve(backend)                     # an unusable backend is refused before any layer is claimed
+        parts = [(f"layer {index}", layer) for index, layer in enumerate(layers)]
+        claim("Sequential", self, parts)
         self.layers = layers
-        self.backend = resolve(backend)
+        self.backend = backend
         self.dtype = dtype
         self.seed = seed
         self.rng = np.random.default_rng(seed)
@@ -65,38 +74,48 @@ class Sequential(Layer):
         self.input_shape: tuple | None = None
         self._checked_shapes: dict[tuple, tuple] = {}
         self._output: tuple | None = None          # the shape of the last forward pass's output
-        if input_shape is not None:
-            self.build(input_shape)
-        elif not self.missing_sizes():
-            self._draw()
+        try:
+            if shape is not None:
+                self._build_for(shape)
+            elif not self.missing_sizes():
+                self._draw()
+        except BaseException:
+            release(parts)                             # a model that failed to build holds no layer
+            raise
 
     # ------------------------------------------------------------------ building
     def children(self):
         return [(str(index), layer) for index, layer in enumerate(self.layers)]
 
     def missing_sizes(self) -> list[str]:
-        return [f"layer {index} {layer!r}: {size}" for index, layer in enumerate(self.layers)
+        return [f"layer {index} {layer.label()}: {size}" for index, layer in enumerate(self.layers)
                 for size in layer.missing_sizes()]
 
     def build(self, input_shape=None, rng=None, dtype=None) -> "Sequential":
         """``model.build(input_shape)`` (Keras' form, without the batch axis): infer every layer's sizes
         for that input and draw the parameters. Inside another Sequential, ``build(backend, rng, dtype)``
         is the layer protocol: the outer model's backend, generator and dtype replace this one's."""
-        if isinstance(input_shape, (tuple, list)):
-            shape = self._batch_shape(input_shape)
-            self.infer(shape)
-            self.input_shape = shape[1:]
-            self._draw()
-            return self
+        if input_shape is not None and not isinstance(input_shape, (str, Backend)):
+            return self._build_for(self._batch_shape(input_shape))
         self.backend, self.rng, self.dtype = resolve(input_shape), rng if rng is not None else self.rng, dtype or self.dtype
         for layer in self.layers:
             layer.build(self.backend, self.rng, self.dtype)
         self.built = True
         return self
 
+    def _build_for(self, shape: tuple) -> "Sequential":
+        self.infer(shape)
+        self.input_shape = shape[1:]
+        self._draw()
+        return self
+
     def _batch_shape(self, input_shape) -> tuple:
-        shape = tuple(input_shape)
-        if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        """``(1,) + input_shape`` as Python ints: a tuple, list or 1-D array of positive integers."""
+        try:
+            shape = tuple(checks.integral(s) for s in input_shape) if not isinstance(input_shape, str) else ()
+        except TypeError:                       # not iterable (a 0-d array, a number)
+            shape = ()
+        if not shape or None in shape or min(shape) < 1:
             raise ValueError(f"Sequential: input_shape must be positive ints without the batch axis, such as "
                              f"(1, 28, 28), got {input_shape!r}")
         return (1,) + shape
@@ -262,15 +281,25 @@ class Sequential(Layer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load arrays (NumPy, torch tensors, ... any backend) by key; every mismatch is listed in one error
-        and nothing is changed unless every key fits."""
+        (one line for one problem) and nothing is changed unless every key fits: the shape and dtype kind
+        of ``state_dict()``, finite values that stay finite in the model's dtype, and no negative
+        ``running_var``."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"load_state_dict: expected a dict of arrays keyed as state_dict() keys them, got "
+                            f"{type(state).__name__}")
         expected = self.state_dict()
+        largest = float(np.finfo(self.dtype).max)
+        variances = {key for key, _, attr in self.buffer_slots() if attr == "running_var"}
         problems = []
         host = {}
         for key, value in state.items():
             if key not in expected:
                 problems.append(f"unexpected key {key!r}")
                 continue
-            array = to_numpy(value)
+            array = _host_array(value)
+            if isinstance(array, str):
+                problems.append(f"{key!r}: {array}")
+                continue
             if array.shape == (1,) and expected[key].shape == ():
                 array = array.reshape(())   # checkpoints of xpcnn 0.1.0 stored 0-d buffers with shape (1,)
             if array.shape != expected[key].shape:
@@ -281,9 +310,16 @@ class Sequential(Layer):
                                 f"{expected[key].dtype}, got {array.dtype}")
             elif array.dtype.kind == "f" and not np.all(np.isfinite(array)):
                 problems.append(f"{key!r}: holds NaN or infinity")
+            elif array.dtype.kind == "f" and array.size and float(np.max(np.abs(array))) > largest:
+                problems.append(f"{key!r}: holds values beyond {self.dtype}'s range (up to "
+                                f"{float(np.max(np.abs(array))):.3g}), which would become infinity")
+            elif key in variances and array.size and float(np.min(array)) < 0:
+                problems.append(f"{key!r}: a variance must be >= 0, got {float(np.min(array)):.3g}")
             else:
                 host[key] = array
         problems += [f"missing key {key!r}" for key in expected if key not in state]
+        if len(problems) == 1:
+            raise ValueError(f"load_state_dict: the state does not fit this model: {problems[0]}")
         if problems:
             raise ValueError("load_state_dict: the state does not fit this model:\n  " + "\n  ".join(problems))
         for key, param in self.named_parameters():
@@ -412,9 +448,16 @@ class Sequential(Layer):
 
 def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = None) -> checkpoint.Checkpoint:
     """The model, optimizer, schedule and training state of a checkpoint, on ``backend`` (default: the
-    current backend), whichever backend saved it."""
-    saved = checkpoint.read(path)
-    model = _rebuilt(saved.spec, backend, saved.path)
+    current backend), whichever backend saved it. The model is built from the file's architecture first,
+    so no entry larger than its place in that model is ever decompressed."""
+    built = []
+
+    def expected(spec: dict):
+        built.append(_rebuilt(spec, backend, path))
+        return checkpoint.state_shapes(built[-1])
+
+    saved = checkpoint.read(path, expected=expected)
+    model = built[-1]
     try:
         model.rng.bit_generator.state = saved.model_rng
         if saved.noise is not None:
@@ -441,10 +484,27 @@ def load(path: str | os.PathLike, backend: str | Backend | None = None) -> Seque
         try:
             model.load_state_dict(tensors)
         except ValueError as exc:
-            problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:]) or str(exc)
+            lines = str(exc).removeprefix("load_state_dict: the state does not fit this model:").splitlines()
+            problems = "; ".join(line.strip() for line in lines if line.strip())
             raise checkpoint.CheckpointError(f"{path}: the tensors do not fit the architecture: {problems}") from None
         return model.eval()
     return load_checkpoint(path, backend).model
+
+
+def _host_array(value: Any) -> "np.ndarray | str":
+    """``value`` as a host NumPy array of numbers, or what is wrong with it (a None, a string, a dtype NumPy lacks)."""
+    if value is None or isinstance(value, (str, bytes, dict)):
+        return f"expected an array, got {type(value).__name__}"
+    try:
+        array = to_numpy(value)
+    except (TypeError, ValueError, RuntimeError, BufferError) as exc:
+        dtype = getattr(value, "dtype", None)
+        hint = "; convert it first, e.g. tensor.float()" if dtype is not None else ""
+        return f"cannot be read as a NumPy array ({type(value).__name__} of dtype {dtype}: {exc}){hint}".replace(
+            "\n", " ")
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        return f"expected an array of numbers, got {type(value).__name__} of dtype {getattr(array, 'dtype', None)}"
+    return array
 
 
 def _rebuilt(spec: dict, backend, path) -> Sequential:

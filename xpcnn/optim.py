@@ -19,19 +19,21 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Iterable
 
 import array_api_compat
 import numpy as np
 
 from .backend import device_copy, like, same_place, to_numpy
-from .checks import positive_int
+from .checks import monitor_mode, positive_int
 from .layers.base import Parameter
 
 
 def _check(owner: str, name: str, value: Any, low: float, high: float | None = None,
            low_open: bool = False, high_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value):
         raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
     too_low = value <= low if low_open else value < low
     too_high = high is not None and (value >= high if high_open else value > high)
@@ -40,6 +42,12 @@ def _check(owner: str, name: str, value: Any, low: float, high: float | None = N
         right = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
         raise ValueError(f"{owner}: {name} must be in {left}{low}, {right}, got {value!r}")
     return float(value)
+
+
+def _flag(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _joined(xp, arrays: list) -> Any:
@@ -105,7 +113,8 @@ class _Flat:
 
 class _Hyper:
     """A hyper-parameter attribute (``optimizer.lr``, ``optimizer.momentum``, ...). It reads the parameter group
-    being updated (the first group outside a step). Setting it sets the default and every group that
+    being updated (the first group outside a step). Setting it checks the value as the constructor does
+    (``optimizer.lr = -5`` is refused, and nothing changes), then sets the default and every group that
     did not give its own value, as a group's own ``lr`` stays its own."""
 
     def __set_name__(self, owner, name):
@@ -117,10 +126,15 @@ class _Hyper:
         return obj._group[self.name]
 
     def __set__(self, obj, value):
+        cls = type(obj)
+        value = cls.check_hyperparameters({**obj.defaults, self.name: value}).get(self.name, value)
+        followers = [number for number, own in enumerate(obj._own_keys) if self.name not in own]
+        for number in followers:
+            if obj._own_keys[number]:              # its own values must hold together with the new one
+                obj._checked_group(number, {**obj.param_groups[number], self.name: value})
         obj.defaults[self.name] = value
-        for group, own in zip(obj.param_groups, obj._own_keys):
-            if self.name not in own:
-                group[self.name] = value
+        for number in followers:
+            obj.param_groups[number][self.name] = value
 
 
 class Optimizer:
@@ -141,38 +155,46 @@ class Optimizer:
         """The per-parameter arrays created as zeros on first use (for the current hyper-parameters)."""
         return ()
 
-    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float):
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], lr: float, **hyperparameters: Any):
         owner = type(self).__name__
         groups = _groups(owner, params)
         self.params = [p for group in groups for p in group["params"]]
-        self.defaults: dict[str, Any] = {}
+        self.defaults: dict[str, Any] = type(self).check_hyperparameters({"lr": lr, **hyperparameters})
         self._own_keys = [set(group) - {"params"} for group in groups]
-        self.param_groups = [dict(group) for group in groups]
+        self.param_groups = [{**group, **{k: v for k, v in self.defaults.items() if k not in group}} for group in groups]
         self._group = self.param_groups[0]
         self._group_indices: list[tuple[int, ...]] = []
         start = 0
         for group in groups:
             self._group_indices.append(tuple(range(start, start + len(group["params"]))))
             start += len(group["params"])
-        self.lr = _check(owner, "lr", lr, 0.0)
         self.step_count = 0
         self.state = [{} for _ in self.params]
-
-    def _check_groups(self) -> None:
-        """Check every group's own hyper-parameters as the constructor checks its arguments (subclasses call
-        this at the end of their constructor, once the defaults are set)."""
-        known = set(self.hyperparameters())
-        for index, own in enumerate(self._own_keys):
+        known = set(self.defaults)
+        for number, own in enumerate(self._own_keys):
             unknown = sorted(own - known)
             if unknown:
-                raise ValueError(f"{type(self).__name__}: parameter group {index} sets {', '.join(unknown)}, which "
-                                 f"{type(self).__name__} does not have (it has {', '.join(sorted(known))})")
+                raise ValueError(f"{owner}: parameter group {number} sets {', '.join(unknown)}, which "
+                                 f"{owner} does not have (it has {', '.join(sorted(known))})")
             if own:
-                values = {**self.hyperparameters(), **{k: self.param_groups[index][k] for k in own}}
-                try:
-                    type(self)([Parameter(np.zeros(1))], **values)
-                except ValueError as exc:
-                    raise ValueError(f"parameter group {index}: {exc}") from None
+                self.param_groups[number].update(self._checked_group(number, self.param_groups[number]))
+
+    @classmethod
+    def check_hyperparameters(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` (every hyper-parameter of this class; other keys are ignored) checked as the constructor
+        checks its arguments, and normalised (floats, bools, a tuple of betas). A ValueError names the first
+        bad value. Subclasses extend it with their own hyper-parameters."""
+        return {"lr": _check(cls.__name__, "lr", values["lr"], 0.0)}
+
+    def _checked_group(self, number: int, values: dict[str, Any]) -> dict[str, Any]:
+        """check_hyperparameters for the values of group ``number``; the error names the group when there are
+        several, or when the group was given its own values."""
+        try:
+            return type(self).check_hyperparameters(values)
+        except ValueError as exc:
+            if len(self.param_groups) == 1 and not self._own_keys[number]:
+                raise
+            raise ValueError(f"parameter group {number}: {exc}") from None
 
     @property
     def state(self) -> list[dict[str, Any]]:
@@ -197,8 +219,15 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient. Gradients are checked first, so a NaN or a wrong
-        shape leaves every parameter and every state unchanged.
+        """Update every parameter that has a gradient. Checked first, so that a failure changes no parameter
+        and no state of any group: each gradient's shape, and every group's hyper-parameters as the
+        constructor checks them (``param_groups[1]["lr"] = "fast"`` is refused here).
+
+        Gradient values are not read (that would read device memory every step): a NaN or infinite
+        gradient is applied as torch.optim applies it, and spreads into the parameters and the state.
+        ``fit`` reads the loss every ``log_every`` steps and at each epoch's end, and on a non-finite value
+        restores the end of the last good epoch (``TrainingDiverged``); a custom loop can keep a
+        :meth:`snapshot` and :meth:`restore` it in the same way.
 
         The parameters of a group that have a gradient are updated together when they share one library,
         device and dtype (and one step count): their gradients are concatenated once, the update formula
@@ -208,9 +237,15 @@ class Optimizer:
         parameter is updated on its own, with the same formula.
         """
         for index, p in enumerate(self.params):
-            if p.grad is not None and tuple(p.grad.shape) != tuple(p.data.shape):
+            if p.grad is None:
+                continue
+            if not hasattr(p.grad, "shape"):
+                raise TypeError(f"{type(self).__name__}: gradient {index} is a {type(p.grad).__name__}, not an array")
+            if tuple(p.grad.shape) != tuple(p.data.shape):
                 raise ValueError(f"{type(self).__name__}: gradient {index} has shape {tuple(p.grad.shape)}, "
                                  f"its parameter {tuple(p.data.shape)}")
+        for number, group in enumerate(self.param_groups):
+            self._checked_group(number, group)
         self.step_count += 1
         try:
             for number, (group, indices) in enumerate(zip(self.param_groups, self._group_indices)):
@@ -338,49 +373,70 @@ class Optimizer:
                 "groups": groups, "state": flat}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; checked whole before anything changes."""
+        """Restore from :meth:`state_dict`; checked whole before anything changes (the hyper-parameters as
+        the constructor checks them)."""
         owner = type(self).__name__
+        if not isinstance(saved, Mapping):
+            raise TypeError(f"{owner}.load_state_dict: expected the dict state_dict() returns, got {type(saved).__name__}")
         if saved.get("type", owner) != owner:
             raise ValueError(f"{owner}.load_state_dict: the state was saved by {saved['type']}")
         states: list[dict[str, Any]] = [{} for _ in self.params]
-        for key, value in saved.get("state", {}).items():
-            index_text, _, name = key.partition(".")
+        entries = saved.get("state", {})
+        if not isinstance(entries, Mapping):
+            raise TypeError(f"{owner}.load_state_dict: 'state' must be a dict of arrays, got {type(entries).__name__}")
+        for key, value in entries.items():
+            index_text, _, name = str(key).partition(".")
             if not index_text.isdigit() or int(index_text) >= len(self.params) or name not in self.valid_state:
                 raise ValueError(f"{owner}.load_state_dict: unexpected state entry {key!r}")
             param = self.params[int(index_text)]
-            value = np.array(to_numpy(value), copy=True)     # a copy: the state is updated in place
+            value = None if value is None else np.array(to_numpy(value), copy=True)  # a copy: updated in place
+            if value is None or value.dtype.kind not in "biuf":
+                raise ValueError(f"{owner}.load_state_dict: {key!r} must be an array of numbers, got "
+                                 f"{type(value).__name__ if value is None else value.dtype}")
             if name == "step":
-                states[int(index_text)][name] = int(value)
+                if value.size != 1 or value.dtype.kind == "f" and not float(value.reshape(())).is_integer() \
+                        or value.reshape(()) < 0:
+                    raise ValueError(f"{owner}.load_state_dict: {key!r} must be a count >= 0, got {value!r}")
+                states[int(index_text)][name] = int(value.reshape(()))
                 continue
             if value.shape != param.shape:
                 raise ValueError(f"{owner}.load_state_dict: {key!r} has shape {value.shape}, "
                                  f"its parameter {param.shape}")
             states[int(index_text)][name] = like(value, param.data)   # the parameter's own device and dtype
-        hyper = {name: tuple(value) if isinstance(value, list) else value
-                 for name, value in dict(saved.get("hyper", {})).items()}
-        known = set(self.hyperparameters())
-        for name in hyper:
+        hyper = saved.get("hyper", {})
+        groups = saved.get("groups")
+        step = saved.get("step", 0)
+        if not isinstance(hyper, Mapping) or not (groups is None or isinstance(groups, (list, tuple)) and all(
+                isinstance(group, Mapping) for group in groups)):
+            raise TypeError(f"{owner}.load_state_dict: 'hyper' must be a dict and 'groups' a list of dicts, got "
+                            f"{type(hyper).__name__} and {type(groups).__name__}")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"{owner}.load_state_dict: 'step' must be an int >= 0, got {step!r}")
+        known = set(self.defaults)
+        for name in [*hyper, *(name for group in groups or () for name in group if name != "params")]:
             if name not in known:
                 raise ValueError(f"{owner}.load_state_dict: unknown hyper-parameter {name!r}")
-        groups = saved.get("groups")
         if groups is not None:
             indices = [tuple(group.get("params", ())) for group in groups]
             if indices != self._group_indices:
                 raise ValueError(f"{owner}.load_state_dict: the state has {len(groups)} parameter group(s) of sizes "
                                  f"{[len(i) for i in indices]}, this optimizer {[len(i) for i in self._group_indices]}")
-            for group in groups:
-                for name in group:
-                    if name != "params" and name not in known:
-                        raise ValueError(f"{owner}.load_state_dict: unknown hyper-parameter {name!r}")
-        for name, value in hyper.items():
-            setattr(self, name, value)
-        for number, group in enumerate(groups or ()):
-            for name, value in group.items():
-                if name != "params":
-                    self.param_groups[number][name] = tuple(value) if isinstance(value, list) else value
-                    self._own_keys[number].add(name)
+        try:
+            defaults = type(self).check_hyperparameters({**self.defaults, **hyper})
+            owns, values = [], []
+            for number, (group, own) in enumerate(zip(self.param_groups, self._own_keys)):
+                given = {k: v for k, v in (groups[number] if groups else {}).items() if k != "params"}
+                owns.append(own | set(given))
+                merged = {k: given.get(k, group[k] if k in own else defaults[k]) for k in defaults}
+                values.append(self._checked_group(number, merged))
+        except ValueError as exc:
+            raise ValueError(f"{owner}.load_state_dict: {exc}") from None
+        self.defaults.update(defaults)
+        for group, checked in zip(self.param_groups, values):
+            group.update(checked)
+        self._own_keys = owns
         self.state = states
-        self.step_count = int(saved.get("step", 0))
+        self.step_count = int(step)
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
@@ -393,14 +449,20 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        self.momentum = _check("SGD", "momentum", momentum, 0.0, 1.0)
-        self.dampening = _check("SGD", "dampening", dampening, 0.0, 1.0, high_open=False)
-        self.weight_decay = _check("SGD", "weight_decay", weight_decay, 0.0)
-        if nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError("SGD: nesterov=True needs momentum > 0 and dampening = 0")
-        self.nesterov = bool(nesterov)
-        self._check_groups()
+        super().__init__(params, lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                         weight_decay=weight_decay)
+
+    @classmethod
+    def check_hyperparameters(cls, values):
+        owner = cls.__name__
+        checked = {**super().check_hyperparameters(values),
+                   "momentum": _check(owner, "momentum", values["momentum"], 0.0, 1.0),
+                   "dampening": _check(owner, "dampening", values["dampening"], 0.0, 1.0, high_open=False),
+                   "weight_decay": _check(owner, "weight_decay", values["weight_decay"], 0.0),
+                   "nesterov": _flag(owner, "nesterov", values["nesterov"])}
+        if checked["nesterov"] and (checked["momentum"] == 0 or checked["dampening"] != 0):
+            raise ValueError(f"{owner}: nesterov=True needs momentum > 0 and dampening = 0")
+        return checked
 
     def update(self, xp, theta, grad, state):
         if self.weight_decay:
@@ -424,11 +486,15 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  eps: float = 1e-10):
-        super().__init__(params, lr)
-        self.lr_decay = _check("Adagrad", "lr_decay", lr_decay, 0.0)
-        self.weight_decay = _check("Adagrad", "weight_decay", weight_decay, 0.0)
-        self.eps = _check("Adagrad", "eps", eps, 0.0)
-        self._check_groups()
+        super().__init__(params, lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
+
+    @classmethod
+    def check_hyperparameters(cls, values):
+        owner = cls.__name__
+        return {**super().check_hyperparameters(values),
+                "lr_decay": _check(owner, "lr_decay", values["lr_decay"], 0.0),
+                "weight_decay": _check(owner, "weight_decay", values["weight_decay"], 0.0),
+                "eps": _check(owner, "eps", values["eps"], 0.0)}
 
     def update(self, xp, theta, grad, state):
         if self.weight_decay:
@@ -452,13 +518,18 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.0, centered: bool = False):
-        super().__init__(params, lr)
-        self.alpha = _check("RMSprop", "alpha", alpha, 0.0, 1.0, high_open=False)
-        self.eps = _check("RMSprop", "eps", eps, 0.0)
-        self.weight_decay = _check("RMSprop", "weight_decay", weight_decay, 0.0)
-        self.momentum = _check("RMSprop", "momentum", momentum, 0.0, 1.0)
-        self.centered = bool(centered)
-        self._check_groups()
+        super().__init__(params, lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                         centered=centered)
+
+    @classmethod
+    def check_hyperparameters(cls, values):
+        owner = cls.__name__
+        return {**super().check_hyperparameters(values),
+                "alpha": _check(owner, "alpha", values["alpha"], 0.0, 1.0, high_open=False),
+                "eps": _check(owner, "eps", values["eps"], 0.0),
+                "weight_decay": _check(owner, "weight_decay", values["weight_decay"], 0.0),
+                "momentum": _check(owner, "momentum", values["momentum"], 0.0, 1.0),
+                "centered": _flag(owner, "centered", values["centered"])}
 
     def update(self, xp, theta, grad, state):
         if self.weight_decay:
@@ -490,15 +561,18 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  amsgrad: bool = False):
-        super().__init__(params, lr)
-        owner = type(self).__name__
+        super().__init__(params, lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+    @classmethod
+    def check_hyperparameters(cls, values):
+        owner, betas = cls.__name__, values["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{owner}: betas must be a pair, got {betas!r}")
-        self.betas = (_check(owner, "betas[0]", betas[0], 0.0, 1.0), _check(owner, "betas[1]", betas[1], 0.0, 1.0))
-        self.eps = _check(owner, "eps", eps, 0.0)
-        self.weight_decay = _check(owner, "weight_decay", weight_decay, 0.0)
-        self.amsgrad = bool(amsgrad)
-        self._check_groups()
+        return {**super().check_hyperparameters(values),
+                "betas": (_check(owner, "betas[0]", betas[0], 0.0, 1.0), _check(owner, "betas[1]", betas[1], 0.0, 1.0)),
+                "eps": _check(owner, "eps", values["eps"], 0.0),
+                "weight_decay": _check(owner, "weight_decay", values["weight_decay"], 0.0),
+                "amsgrad": _flag(owner, "amsgrad", values["amsgrad"])}
 
     def update(self, xp, theta, grad, state):
         beta1, beta2 = self.betas
@@ -627,7 +701,9 @@ class ReduceLROnPlateau(LRScheduler):
     """Multiply every group's learning rate by ``factor`` (not below ``min_lr``) once ``monitor`` has not
     improved for more than ``patience`` epochs, then wait ``cooldown`` epochs; torch.optim's rule and
     defaults. Improvement means below ``best * (1 - threshold)`` in mode "min" with threshold_mode "rel"
-    (``best - threshold`` with "abs"; the mirror image in mode "max").
+    (``best - threshold`` with "abs"; the mirror image in mode "max"). ``mode="auto"`` (the default, as in
+    Keras; torch.optim, which has no ``monitor``, defaults to "min") takes "max" for an accuracy and "min"
+    otherwise, the rule EarlyStopping follows.
 
     ``fit(..., scheduler=ReduceLROnPlateau(optimizer))`` steps it with ``logs[monitor]`` after each epoch
     ("val_loss" by default, which needs validation data), and checkpoints keep its state; in
@@ -639,15 +715,14 @@ class ReduceLROnPlateau(LRScheduler):
     needs_metric = True
     MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-    def __init__(self, optimizer, monitor: str = "val_loss", mode: str = "min", factor: float = 0.1,
+    def __init__(self, optimizer, monitor: str = "val_loss", mode: str = "auto", factor: float = 0.1,
                  patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
                  min_lr: float = 0.0):
         super().__init__(optimizer)
         owner = "ReduceLROnPlateau"
         if monitor not in self.MONITORS:
             raise ValueError(f"{owner}: monitor must be one of {', '.join(self.MONITORS)}, got {monitor!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"{owner}: mode must be 'min' or 'max', got {mode!r}")
+        mode = monitor_mode(owner, monitor, mode)      # "auto": EarlyStopping's rule (an accuracy goes up)
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"{owner}: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
         self.monitor, self.mode, self.threshold_mode = monitor, mode, threshold_mode

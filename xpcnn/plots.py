@@ -31,19 +31,27 @@ def _save(plt, figure, path: str | os.PathLike, dpi: int) -> pathlib.Path:
     return path
 
 
-def plot_history(history: dict, path: str | os.PathLike) -> pathlib.Path:
-    """Loss and accuracy per epoch (train and validation) side by side, written to ``path``."""
+def plot_history(history: dict, path: str | os.PathLike, title: str | None = None,
+                 validation_label: str = "validation") -> pathlib.Path:
+    """Loss and accuracy per epoch (train and ``val_*``) side by side, written to ``path``. ``title`` heads the
+    figure ("learning curves" by default); ``validation_label`` names the ``val_*`` lines by what that data is
+    (``"test"`` when the test set was passed as validation data, as ``xpcnn train`` does)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     epochs = history.get("epoch") or list(range(1, len(history.get("loss", [])) + 1))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in ((left, "loss"), (right, "accuracy")):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             if f"{prefix}{metric}" in history:
-                axis.plot(epochs, history[f"{prefix}{metric}"], style, label=f"{'validation' if prefix else 'train'}")
+                axis.plot(epochs, history[f"{prefix}{metric}"], style, label=validation_label if prefix else "train")
+        axis.set_title(f"{metric} per epoch", fontsize=10)
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))     # epochs are whole numbers
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.suptitle(title or "learning curves")
     figure.tight_layout()
     return _save(plt, figure, path, 100)
 
@@ -67,19 +75,33 @@ def plot_lines(series: dict, path: str | os.PathLike, xlabel: str, ylabel: str, 
     return _save(plt, figure, path, 100)
 
 
-def _tiles(plt, images: np.ndarray, title: str, path: pathlib.Path, cmap: str) -> pathlib.Path:
+#: Tiles of filters and feature maps: inches per tile, the colour bar's width and the title band, at 100 dpi.
+TILE_INCHES, COLORBAR_INCHES, TITLE_INCHES, TILE_DPI = 2.0, 1.0, 0.6, 100
+
+
+def _tiles(plt, images: np.ndarray, title: str, path: pathlib.Path, cmap: str, centred: bool) -> pathlib.Path:
+    """One tile per image on one colour scale (symmetric about 0 when ``centred``), with a colour bar."""
     count = len(images)
     columns = min(8, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.4 * rows + 0.4), squeeze=False)
+    width, height = TILE_INCHES * columns + COLORBAR_INCHES, TILE_INCHES * rows + TITLE_INCHES
+    figure, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    low, high = float(np.min(images)), float(np.max(images))
+    if centred:
+        low, high = -max(abs(low), abs(high)), max(abs(low), abs(high))
+    if low == high:
+        low, high = low - 1.0, high + 1.0                 # a constant picture still gets a readable scale
+    shown = None
     for index, axis in enumerate(axes.ravel()):
         axis.axis("off")
         if index < count:
-            axis.imshow(images[index], cmap=cmap, interpolation="nearest")
-            axis.set_title(str(index), fontsize=7)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    return _save(plt, figure, path, 80)
+            shown = axis.imshow(images[index], cmap=cmap, interpolation="nearest", vmin=low, vmax=high)
+            axis.set_title(str(index), fontsize=9)
+    figure.suptitle(title, fontsize=11)
+    figure.subplots_adjust(left=0.02, right=1 - COLORBAR_INCHES / width, top=1 - TITLE_INCHES / height, bottom=0.02)
+    bar = figure.add_axes((1 - 0.75 * COLORBAR_INCHES / width, 0.1, 0.2 * COLORBAR_INCHES / width, 0.75))
+    figure.colorbar(shown, cax=bar)
+    return _save(plt, figure, path, TILE_DPI)
 
 
 def plot_filters(model, path: str | os.PathLike) -> pathlib.Path:
@@ -88,7 +110,7 @@ def plot_filters(model, path: str | os.PathLike) -> pathlib.Path:
     if conv is None:
         raise ValueError("plot_filters: the model has no Conv2D layer")
     weights = to_numpy(conv.weight.data).astype(np.float64).mean(axis=1)
-    return _tiles(_pyplot(), weights, f"first-layer filters {conv!r}", pathlib.Path(path), "RdBu_r")
+    return _tiles(_pyplot(), weights, f"first-layer filters {conv!r}", pathlib.Path(path), "RdBu_r", centred=True)
 
 
 def plot_feature_maps(model, image, out_dir: str | os.PathLike) -> list[pathlib.Path]:
@@ -104,5 +126,5 @@ def plot_feature_maps(model, image, out_dir: str | os.PathLike) -> list[pathlib.
             if isinstance(layer, Conv2D):
                 maps = to_numpy(h)[0].astype(np.float64)
                 paths.append(_tiles(plt, maps, f"layer {index} {layer!r}: {maps.shape[0]} feature maps",
-                                    pathlib.Path(out_dir) / f"features-{index}.png", "viridis"))
+                                    pathlib.Path(out_dir) / f"features-{index}.png", "viridis", centred=False))
     return paths

@@ -110,17 +110,27 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
-    """δ goes to the first maximum (row-major) of each window; overlapping windows add."""
+    """δ goes to each window's maximum; overlapping windows add. The cell is torch's: walk the window's
+    real (unpadded) cells in row-major order, starting at the first; a larger value or a NaN takes over
+    (so a tie keeps the first maximum, a NaN wins, and padding never does)."""
     xp, (kh, kw), (sh, sw), (t, b, l, r), (oh, ow) = _pool_windows(x, kernel_size, stride, padding, -np.inf)
+    height, width = np.shape(x)[2], np.shape(x)[3]
     dxp = np.zeros_like(xp)
     n, c = xp.shape[:2]
     for ni in range(n):
         for ci in range(c):
             for p in range(oh):
                 for q in range(ow):
-                    window = xp[ni, ci, p * sh:p * sh + kh, q * sw:q * sw + kw]
-                    i, j = divmod(int(np.argmax(window)), kw)
-                    dxp[ni, ci, p * sh + i, q * sw + j] += dy[ni, ci, p, q]
+                    best = None
+                    for i in range(kh):
+                        for j in range(kw):
+                            row, col = p * sh + i, q * sw + j
+                            if not (t <= row < t + height and l <= col < l + width):
+                                continue                      # a padded cell
+                            value = xp[ni, ci, row, col]
+                            if best is None or value > xp[ni, ci, best[0], best[1]] or np.isnan(value):
+                                best = (row, col)
+                    dxp[ni, ci, best[0], best[1]] += dy[ni, ci, p, q]
     return dxp[:, :, t:dxp.shape[2] - b, l:dxp.shape[3] - r]
 
 

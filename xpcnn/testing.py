@@ -12,7 +12,7 @@ import array_api_compat
 
 from . import functional as F
 from . import layers as L
-from .backend import Backend, backend_of, resolve, to_backend, to_numpy
+from .backend import Backend, backend_of, resolve, same_device, to_backend, to_numpy
 
 #: (rtol, atol) used when comparing a backend's result with a NumPy float64 expectation.
 TOLERANCES = {"float64": (1e-10, 1e-12), "float32": (1e-4, 1e-5)}
@@ -47,7 +47,7 @@ def assert_close(actual: Any, desired: Any, backend: str | Backend, dtype: str =
     assert actual is not None, f"{name}: got None"
     assert backend_of(actual) == target.name, f"{name}: expected a {target.name} array, got {type(actual)}"
     assert str(actual.dtype).endswith(dtype), f"{name}: expected dtype {dtype}, got {actual.dtype}"
-    assert array_api_compat.device(actual) == target.device, (
+    assert same_device(array_api_compat.device(actual), target.device), (
         f"{name}: expected device {target.device}, got {array_api_compat.device(actual)}")
     desired = np.asarray(desired)
     assert tuple(actual.shape) == desired.shape, f"{name}: expected shape {desired.shape}, got {tuple(actual.shape)}"
@@ -133,32 +133,45 @@ class Transfers:
 
     ``t.reads`` (device to host): ``item()``, ``tolist()``, ``numpy()``, ``float()``/``int()``/``bool()``/
     ``index()`` and NumPy's ``__array__`` on a tensor; ``t.read_calls`` names them.
-    ``t.writes`` (host to device): a tensor made from a NumPy array (``torch.asarray``, ``torch.tensor``,
-    ``torch.as_tensor``, ``torch.from_numpy``); ``t.write_shapes`` gives their shapes.
+    ``t.writes`` (host to device): every tensor made from host data, seen in aten's dispatch trace whatever
+    the device: Python numbers, lists and NumPy arrays given to ``torch.asarray``/``tensor``/``as_tensor``/
+    ``from_numpy`` all dispatch ``aten.lift_fresh`` (on CUDA then a copy that waits for the stream, as
+    array-api-compat's ``maximum(x, 0.0)`` makes), and a Python number an op needs as a tensor
+    (``torch.where(c, x, 0.0)``, ``torch.scalar_tensor``) dispatches ``aten.scalar_tensor`` (an allocation
+    and a fill). A Python number in an arithmetic operator (``x * 0.5``) stays a kernel argument: not
+    counted. ``t.write_shapes`` gives the tensors' shapes, ``t.write_calls`` the aten op of each.
     """
 
     READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__")
-    WRITES = ("asarray", "tensor", "as_tensor", "from_numpy")
+    WRITES = ("lift_fresh", "lift_fresh_copy", "scalar_tensor")
 
     def __init__(self):
         import torch
         from torch.overrides import TorchFunctionMode
+        from torch.utils._python_dispatch import TorchDispatchMode
 
         transfers = self
         reads = {getattr(torch.Tensor, name) for name in self.READS}
-        writes = {getattr(torch, name) for name in self.WRITES}
         self.read_calls: list[str] = []
+        self.write_calls: list[str] = []
         self.write_shapes: list[tuple] = []
 
-        class _Mode(TorchFunctionMode):
+        class _Reads(TorchFunctionMode):
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 if func in reads:
                     transfers.read_calls.append(func.__name__)
-                elif func in writes and args and isinstance(args[0], np.ndarray):
-                    transfers.write_shapes.append(tuple(args[0].shape))
                 return func(*args, **(kwargs or {}))
 
-        self._mode = _Mode()
+        class _Writes(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                name = func.overloadpacket.__name__
+                if name in Transfers.WRITES:
+                    transfers.write_calls.append(name)
+                    transfers.write_shapes.append(tuple(out.shape))
+                return out
+
+        self._modes = (_Reads(), _Writes())
 
     @property
     def reads(self) -> int:
@@ -169,6 +182,50 @@ class Transfers:
         return len(self.write_shapes)
 
     def __enter__(self) -> "Transfers":
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+
+
+class MaskIndexSyncs:
+    """Counts the PyTorch operations inside the block whose output size depends on the data
+    (``with MaskIndexSyncs() as m``): boolean-mask indexing (``x[mask]``, ``x[mask] = v``: aten ``index`` /
+    ``index_put`` with a bool index), ``nonzero``, ``masked_select``. On a GPU each reads a count back to the
+    host and waits for the stream (CuPy does the same for ``x[mask]``); a training step makes none.
+    ``m.count`` is the total and ``m.calls`` names them."""
+
+    SIZED_BY_DATA = ("nonzero", "masked_select", "argwhere", "unique", "_unique2", "unique_consecutive")
+
+    def __init__(self):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+        self.calls: list[str] = []
+
+        def bool_index(indices) -> bool:
+            return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                if name in MaskIndexSyncs.SIZED_BY_DATA or (
+                        name in ("index", "index_put", "index_put_", "_index_put_impl_") and len(args) > 1
+                        and bool_index(args[1])):
+                    counter.calls.append(name)
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+    def __enter__(self) -> "MaskIndexSyncs":
         self._mode.__enter__()
         return self
 

@@ -96,3 +96,53 @@ def test_max_pool2d_padding_never_wins_for_negative_inputs(backend):
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
     y, _ = F.max_pool2d_forward(on(backend, x), 2, 2, 1)
     assert_close(y, [[[[-1.0, -2.0], [-4.0, -5.0]]]], backend, name="y")
+
+
+def _extreme_inputs(dtype):
+    """Windows of -inf, of the dtype's lowest finite value, and with one or two NaNs, beside padding."""
+    low, inf, nan = float(np.finfo(dtype).min), np.inf, np.nan
+    x = np.array([[[[-inf, -inf, -inf, 1.0, 2.0],
+                    [-inf, -inf, low, low, nan],
+                    [low, low, low, -inf, 3.0],
+                    [0.5, nan, 4.0, nan, -inf],
+                    [nan, 0.0, low, -inf, low]]]])
+    return np.concatenate([x, -np.abs(x[:, :, ::-1])], axis=1)    # a second channel: the mirror, all <= 0
+
+
+@pytest.mark.parametrize("few_launches", ["off", "on"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 1, 1), (3, 2, 1), (3, 1, 1), ((2, 3), (1, 2), (1, 1)), (2, 2, 0)])
+def test_max_pool2d_matches_torch_on_infinities_lowest_values_and_nan(backend, dtype, kernel, stride, padding,
+                                                                       few_launches):
+    """-inf and finfo.min never lose to the padding and the gradient never goes into it; a NaN is the
+    maximum and takes the gradient (the last NaN of a window, as torch's kernels choose); both forms."""
+    torch = pytest.importorskip("torch")
+    from xpcnn import config
+    x = _extreme_inputs(dtype)
+    tx = torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, kernel, stride, padding)
+    dy = np.random.default_rng(7).standard_normal(tuple(ty.shape))
+    ty.backward(torch.tensor(dy, dtype=tx.dtype))
+    with config.using(few_launches=few_launches):
+        y, cache = F.max_pool2d_forward(on(backend, x, dtype=dtype), kernel, stride, padding)
+        dx = F.max_pool2d_backward(on(backend, dy, dtype=dtype), cache)
+    assert_close(y, ty.detach().double().numpy(), backend, dtype, rtol=0, atol=0, name="y")
+    assert_close(dx, tx.grad.double().numpy(), backend, dtype, name="dx")
+    if dtype == "float64":
+        assert_close(y, R.max_pool2d(x, kernel, stride, padding), backend, dtype, rtol=0, atol=0, name="ref y")
+        assert_close(dx, R.max_pool2d_backward(dy, x, kernel, stride, padding), backend, dtype, name="ref dx")
+
+
+def test_max_pool2d_with_padding_copies_and_reads_nothing_on_torch():
+    torch = pytest.importorskip("torch")
+    from xpcnn import config
+    from xpcnn.testing import Transfers
+    x = torch.tensor(_extreme_inputs("float32"))
+    for few_launches in ("off", "on"):
+        with config.using(few_launches=few_launches):
+            y, cache = F.max_pool2d_forward(x, 3, 1, 1)         # warm the cached constants
+            F.max_pool2d_backward(torch.ones_like(y), cache)
+            with Transfers() as transfers:
+                y, cache = F.max_pool2d_forward(x, 3, 1, 1)
+                F.max_pool2d_backward(torch.ones_like(y), cache)
+        assert transfers.read_calls == [] and transfers.write_calls == [], few_launches

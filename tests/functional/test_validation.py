@@ -70,3 +70,54 @@ def test_backward_refuses_a_gradient_of_the_wrong_shape(backend):
     y, cache = F.max_pool2d_forward(_x(backend), 2)
     with pytest.raises(ValueError, match=r"max_pool2d_backward: dy must have shape"):
         F.max_pool2d_backward(_x(backend), cache)
+
+
+def _bn(backend, dtype="float64", **kwargs):
+    c = on(backend, np.zeros(3), dtype=dtype)
+    args = dict(x=_x(backend, dtype="float64"), weight=c, bias=c, running_mean=c, running_var=c + 1, training=True)
+    args.update(kwargs)
+    return F.batch_norm2d_forward(args.pop("x"), args.pop("weight"), args.pop("bias"), args.pop("running_mean"),
+                                  args.pop("running_var"), **args)
+
+
+@pytest.mark.parametrize("call,error,pattern", [
+    (lambda b: F.relu_backward(on(b, np.ones((2, 3), dtype=np.int64)), F.relu_forward(_x(b, (2, 3)))[1]), TypeError,
+     r"relu_backward: dy must have the forward pass's dtype .*float64, got .*int64"),
+    (lambda b: F.linear_backward(_x(b, (2, 3), dtype="float32"), F.linear_forward(_x(b, (2, 4)), _x(b, (3, 4)))[1]),
+     TypeError, r"linear_backward: dy must have the forward pass's dtype .*float64, got .*float32"),
+    (lambda b: F.max_pool2d_backward(_x(b, (2, 3, 3, 3), dtype="float32"), F.max_pool2d_forward(_x(b), 2)[1]),
+     TypeError, r"max_pool2d_backward: dy must have the forward pass's dtype .*float64, got .*float32"),
+    (lambda b: F.avg_pool2d_backward(on(b, np.ones((2, 3, 3, 3), dtype=np.int32)), F.avg_pool2d_forward(_x(b), 2)[1]),
+     TypeError, r"avg_pool2d_backward: dy must have the forward pass's dtype .*float64, got .*int32"),
+    (lambda b: F.conv2d_backward(_x(b, (2, 4, 4, 4), dtype="float32"), F.conv2d_forward(_x(b), _x(b, (4, 3, 3, 3)))[1]),
+     TypeError, r"conv2d_backward: dy must have the forward pass's dtype .*float64, got .*float32"),
+    (lambda b: F.batch_norm2d_backward(_x(b, dtype="float32"), _bn(b)[1]), TypeError,
+     r"batch_norm2d_backward: dy must have the forward pass's dtype .*float64, got .*float32"),
+    (lambda b: _bn(b, "float32"), TypeError, r"batch_norm2d: weight has dtype .*float32 but the input has dtype .*float64"),
+    (lambda b: _bn(b, running_mean=None, training=False), ValueError,
+     r"batch_norm2d: evaluation \(training=False\) uses running_mean and running_var, got None"),
+    (lambda b: _bn(b, training="no"), TypeError, r"batch_norm2d: training must be True or False, got 'no'"),
+    (lambda b: F.conv2d_forward(_x(b), _x(b, (4, 3, 3, 3)), training="no"), TypeError,
+     r"conv2d: training must be True or False, got 'no'"),
+    (lambda b: F.softmax_forward(_x(b, (2, 3)), axis=1.5), TypeError, r"softmax: axis must be an int, got 1.5"),
+    (lambda b: F.log_softmax_forward(_x(b, (2, 3)), axis="1"), TypeError, r"log_softmax: axis must be an int, got '1'"),
+    (lambda b: F.leaky_relu_forward(_x(b, (2, 3)), "a"), TypeError, r"leaky_relu: negative_slope must be a number, got 'a'"),
+    (lambda b: F.leaky_relu_forward(_x(b, (2, 3)), float("nan")), ValueError,
+     r"leaky_relu: negative_slope must be finite, got nan"),
+    (lambda b: F.avg_pool2d_forward(_x(b), 2, count_include_pad="no"), TypeError,
+     r"avg_pool2d: count_include_pad must be True or False, got 'no'"),
+])
+def test_bad_arguments_of_dtype_mode_axis_and_slope_are_refused_clearly(backend, call, error, pattern):
+    with pytest.raises(error, match=pattern):
+        call(backend)
+
+
+def test_numpy_integers_are_sizes_and_geometry_as_python_ints_are(backend):
+    y, cache = F.max_pool2d_forward(_x(backend), np.int64(2), stride=np.int32(2), padding=np.int64(1))
+    assert tuple(y.shape) == (2, 3, 4, 4)
+    y, _ = F.conv2d_forward(_x(backend), _x(backend, (4, 3, 3, 3)), stride=np.int64(2), padding=(np.int8(1), 1))
+    assert tuple(y.shape) == (2, 4, 3, 3)
+    y, _ = F.softmax_forward(_x(backend, (2, 3)), axis=np.int64(0))
+    assert tuple(y.shape) == (2, 3)
+    with pytest.raises(TypeError, match=r"max_pool2d: kernel_size must be an int or a pair of ints, got True"):
+        F.max_pool2d_forward(_x(backend), True)

@@ -1,5 +1,8 @@
 """Validation once per boundary: a model checks a batch once, its layers and ops trust that check; an op
-called directly still checks everything; label values are read on the device only when asked."""
+called directly still checks everything, label values too (on any backend), and trusts them inside
+checks.trusted()."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -51,27 +54,30 @@ def test_an_op_or_a_layer_called_directly_still_checks_its_input(monkeypatch):
         layer.forward(np.zeros((1, 2, 5, 5)))
 
 
-def test_label_values_are_checked_on_the_host_and_on_the_device_only_when_asked(backend):
+def test_label_values_are_checked_on_every_backend_when_called_directly_and_trusted_inside_a_checked_block(backend):
     logits = on(backend, np.zeros((2, 3)))
-    bad = on(backend, np.array([0, 7]))
-    if backend.name == "numpy":
-        with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
-            F.softmax_cross_entropy(logits, bad)                 # None: NumPy labels are checked (no device read)
-    else:
-        F.softmax_cross_entropy(logits, bad)                     # None: device labels are not read
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
-        F.softmax_cross_entropy(logits, bad, check_labels=True)
-    F.softmax_cross_entropy(logits, on(backend, np.array([0, 7])), check_labels=False)
+    for bad in (on(backend, np.array([0, 7])), on(backend, np.array([-1, 0]))):
+        for check in (None, True):                              # the default checks direct calls on any backend
+            with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got values from"):
+                F.softmax_cross_entropy(logits, bad, check_labels=check)
+        F.softmax_cross_entropy(logits, bad, check_labels=False)
+        with checks.trusted():                                  # the caller checked: nothing is read
+            F.softmax_cross_entropy(logits, bad)
+    with pytest.raises(ValueError, match=r"probability targets must be finite and non-negative"):
+        F.softmax_cross_entropy(logits, on(backend, np.array([[0.5, 0.5, 0.0], [1.5, -0.5, 0.0]])))
+    with pytest.raises(TypeError, match="softmax_cross_entropy: check_labels must be True, False or None, got 'yes'"):
+        F.softmax_cross_entropy(logits, on(backend, np.array([0, 1])), check_labels="yes")
 
 
 def test_checking_labels_on_the_device_costs_two_reads_and_none_otherwise():
-    """check_labels=True reads the labels' min and max (the documented price); None on device labels and
-    False read nothing. A whole training step reading nothing is tests/train/test_host_reads.py's."""
+    """Checking reads the labels' min and max (the documented price): check_labels=True, and the default on a
+    direct call; inside checks.trusted() the default and False read nothing. A whole training step reading
+    nothing is tests/train/test_host_reads.py's."""
     pytest.importorskip("torch")
     from xpcnn.testing import Transfers
     logits = xpcnn.to_backend(np.zeros((6, 3), np.float32), "torch")
     y = xpcnn.to_backend(np.array([0, 1, 2, 0, 1, 2]), "torch")
-    for check, reads in ((True, 2), (None, 0), (False, 0)):
-        with Transfers() as transfers:
+    for check, trusted, reads in ((True, False, 2), (None, False, 2), (None, True, 0), (False, False, 0)):
+        with Transfers() as transfers, (checks.trusted() if trusted else contextlib.nullcontext()):
             F.softmax_cross_entropy(logits, y, check_labels=check)
-        assert transfers.reads == reads, (check, transfers.read_calls)
+        assert transfers.reads == reads, (check, trusted, transfers.read_calls)

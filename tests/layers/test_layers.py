@@ -111,3 +111,120 @@ def test_batchnorm_without_affine_has_no_parameters_and_the_unit_gamma_gradient(
     assert plain.named_parameters() == []
     np.testing.assert_allclose(to_numpy(plain(x)), to_numpy(unit(x)), rtol=1e-12)
     np.testing.assert_allclose(to_numpy(plain.backward(dy)), to_numpy(unit.backward(dy)), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("make,error,pattern", [
+    (lambda: L.AvgPool2D(2, count_include_pad="no"), TypeError,
+     r"AvgPool2D\(2\): count_include_pad must be True or False, got 'no'"),
+    (lambda: L.BatchNorm2D(4, momentum="0.1"), TypeError, r"BatchNorm2D\(4\): momentum must be a number, got '0.1'"),
+    (lambda: L.BatchNorm2D(4, eps=float("nan")), ValueError, r"BatchNorm2D\(4\): eps must be finite, got nan"),
+    (lambda: L.BatchNorm1D(4, affine="yes"), TypeError, r"BatchNorm1D\(4\): affine must be True or False, got 'yes'"),
+    (lambda: L.LeakyReLU("a"), TypeError, r"LeakyReLU: negative_slope must be a number, got 'a'"),
+    (lambda: L.LeakyReLU(float("nan")), ValueError, r"LeakyReLU: negative_slope must be finite, got nan"),
+    (lambda: L.Softmax(dim=1.5), TypeError, r"Softmax: dim must be an int, got 1.5"),
+    (lambda: L.MaxPool2D(True), TypeError, r"MaxPool2D\(True\): kernel_size must be an int or a pair of ints"),
+])
+def test_bad_flags_and_numbers_are_refused_in_one_line(make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        make()
+
+
+def test_numpy_integers_are_accepted_where_python_ints_are(tmp_path):
+    i = np.int64
+    model = xpcnn.Sequential([L.Conv2D(i(4), i(3), stride=i(2), padding=i(1), dilation=np.int32(1), groups=i(1)),
+                              L.BatchNorm2D(i(4)), L.MaxPool2D(i(2), stride=(i(1), 1), padding=np.int8(1)),
+                              L.AvgPool2D((i(2), i(2))), L.Flatten(), L.Dense(i(10)), L.Dense(i(10), i(3))],
+                             seed=0, input_shape=np.array([1, 6, 6]))
+    assert model.input_shape == (1, 6, 6) and all(type(s) is int for s in model.input_shape)
+    assert model(np.zeros((2, 1, 6, 6), np.float32)).shape == (2, 3)
+    config = model.spec()
+    assert type(config["layers"][0]["config"]["padding"]) is int
+    model.save(tmp_path / "m.npz")                        # the spec is JSON: no NumPy integer left in it
+    assert xpcnn.load(tmp_path / "m.npz").spec() == config
+    for shape in ((1, 6, 6), [1, 6, 6], np.array([1, 6, 6], dtype=np.int32)):
+        assert xpcnn.Sequential([L.Flatten(), L.Dense(3)], input_shape=shape).input_shape == (1, 6, 6)
+    for bad in ("abc", np.array(5), np.array([1.5, 6, 6]), (1, 0, 6), (True, 6, 6)):
+        with pytest.raises(ValueError, match=r"Sequential: input_shape must be positive ints without the batch axis"):
+            xpcnn.Sequential([L.Flatten(), L.Dense(3)], input_shape=bad)
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda relu: [L.Flatten(), L.Dense(4, 3), relu, L.Dense(3, 3), relu],
+     r"^Sequential: layer 4 \(ReLU\) is the same object as layer 2; create a new ReLU\(\) for each place$"),
+    (lambda relu: [L.Flatten(), relu, xpcnn.Sequential([L.Dense(4, 4), relu])],
+     r"^Sequential: layer 2.1 \(ReLU\) is the same object as layer 1; create a new ReLU\(\) for each place$"),
+    (lambda relu: [L.Flatten(), L.Residual(L.Dense(4, 4, activation=relu)), relu],
+     r"^Sequential: layer 2 \(ReLU\) is the same object as layer 1.block.activation; create a new ReLU\(\)"),
+    (lambda relu: [L.Flatten(), L.Dense(4, 4), L.Residual(relu, shortcut=relu)],
+     r"^Residual: shortcut \(ReLU\) is the same object as block; create a new ReLU\(\) for each place$"),
+])
+def test_a_layer_object_in_two_places_of_one_model_is_refused(make, pattern):
+    """Its cache would keep only the last place's input, so the first place's gradients would be wrong."""
+    with pytest.raises(ValueError, match=pattern):
+        xpcnn.Sequential(make(L.ReLU()), seed=0)
+
+
+def test_a_layer_of_one_model_is_refused_by_another_and_its_weights_stay():
+    dense = L.Dense(4, 3)
+    first = xpcnn.Sequential([L.Flatten(), dense], seed=0)
+    weight = dense.weight.data.copy()
+    with pytest.raises(ValueError, match=r"^Sequential: layer 1 \(Dense\(4->3\)\) already belongs to another model "
+                                         r"or layer; create new layers for this one"):
+        xpcnn.Sequential([L.Flatten(), dense], seed=1)
+    np.testing.assert_array_equal(dense.weight.data, weight)
+    block = xpcnn.Sequential([L.Dense(3, 3)])
+    xpcnn.Sequential([first, L.Residual(block)], seed=0)            # nesting a model or a block is one owner each
+    with pytest.raises(ValueError, match=r"^Residual: block \(Sequential\(\)\) already belongs to another model or layer"):
+        L.Residual(block)
+    relu = L.ReLU()
+    L.Conv2D(1, 2, 3, activation=relu)
+    with pytest.raises(ValueError, match=r"Conv2D\(1->2\): activation \(ReLU\(\)\) already belongs to another model"):
+        L.Conv2D(1, 2, 3, activation=relu)
+    twice = L.ReLU()                                                 # a refused model claims nothing
+    with pytest.raises(ValueError, match="is the same object as"):
+        xpcnn.Sequential([twice, twice])
+    xpcnn.Sequential([twice])
+    late = L.Dense(3)
+    with pytest.raises(ValueError, match="layer 0: Conv2D"):
+        xpcnn.Sequential([L.Conv2D(1, 2, 5), late], input_shape=(1, 3, 3))
+    xpcnn.Sequential([L.Flatten(), late], input_shape=(1, 3, 3))
+
+
+def test_models_that_are_moved_rebuilt_or_made_by_the_zoo_keep_working(tmp_path):
+    from xpcnn import zoo
+    model = zoo.resnet8()
+    model.to("numpy")
+    again = xpcnn.Sequential.from_spec(model.spec())
+    assert again.spec() == model.spec()
+    model.save(tmp_path / "m.safetensors")
+    assert xpcnn.load(tmp_path / "m.safetensors").spec() == model.spec()
+
+
+def test_reprs_show_geometry_and_activation_and_help_shows_no_object_address():
+    import pydoc
+    model = xpcnn.Sequential([L.Conv2D(1, 16, 3, stride=2, padding=1, activation="relu"), L.MaxPool2D(2),
+                              L.AvgPool2D(3, 1, 1, count_include_pad=False), L.Flatten(), L.Dense(16, 10, activation="tanh")])
+    text = repr(model)
+    for part in ("Conv2D(1->16, k=3x3, s=2, p=1) + ReLU()", "MaxPool2D(2)",
+                 "AvgPool2D(3, stride=(1, 1), padding=(1, 1), count_include_pad=False)", "Dense(16->10) + Tanh()"):
+        assert part in text, (part, text)
+    with pytest.raises(ValueError, match=r"^layer 0: Conv2D\(1->16\): expected input with 1 channels"):
+        model(np.zeros((1, 2, 8, 8)))                               # errors keep the short name
+    signature = pydoc.render_doc(L.Conv2D, renderer=pydoc.plaintext)
+    assert "object at" not in signature and "in_channels=NOT_GIVEN" in signature
+
+
+def test_a_refused_backend_claims_no_layer_and_copies_of_layers_or_models_are_free():
+    import copy
+
+    layers = [L.Dense(4, 3), L.ReLU()]
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        xpcnn.Sequential(layers, backend="nope")
+    model = xpcnn.Sequential(layers, seed=0)                  # the failed attempt kept nothing
+    twin = copy.deepcopy(model)                               # a whole model copies (its backend is shared)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(twin(x), model(x))
+    assert twin.backend is model.backend
+    xpcnn.Sequential([copy.deepcopy(model.layers[0]), L.ReLU()])   # a copied layer belongs to no model yet
+    with pytest.raises(ValueError, match=r"layer 0 \(Dense\(4->3\)\) already belongs to another model"):
+        xpcnn.Sequential([model.layers[0]])

@@ -279,6 +279,30 @@ TRIGGERS.update({
 })
 
 
+def _disagree(monkeypatch):
+    from xpcnn import distributed as D
+    world = type("World", (), {"allgather": lambda self, mine: [mine, [4]]})()
+    monkeypatch.setattr(D, "_communicator", world)
+    D.agree("fit", {"epochs": 3})
+
+
+def _cuda_aware(monkeypatch, argument=False):
+    from xpcnn import distributed as D
+    if argument:
+        pytest.importorskip("mpi4py")
+        D.DistributedOptimizer(optim.SGD(_model().parameters(), lr=0.1), cuda_aware="yes")
+    monkeypatch.setenv("XPCNN_CUDA_AWARE_MPI", "yes")
+    D.cuda_aware()
+
+
+TRIGGERS.update({
+    "fit: the processes disagree on ...: rank 0 has ..., rank 1 has ...": lambda t, m: _disagree(m),
+    "XPCNN_CUDA_AWARE_MPI must be 0 (stage GPU buffers through the host) or 1 (hand them to MPI), got ...":
+        lambda t, m: _cuda_aware(m),
+    "DistributedOptimizer: cuda_aware must be None (detect), True or False": lambda t, m: _cuda_aware(m, True),
+})
+
+
 TRIGGERS.update({
     "BackendUnavailable: backend 'cupy' is not installed": lambda t, m: _cupy(m, installed=False),
     "BackendUnavailable: backend 'cupy' is installed (CuPy ...) but no CUDA device can be used":
@@ -326,6 +350,254 @@ TRIGGERS.update({
     "fit: epoch N runs at learning rate 0": lambda t, m: _fit_tiny(lr=0.0),
 })
 
+
+def _weights_overflow():
+    """A finite loss whose gradient overflows the epoch's last update."""
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0)
+
+    def loss(logits, labels):
+        value, grad = F.softmax_cross_entropy(logits, labels)
+        return value, grad * float("inf")
+
+    with np.errstate(all="ignore"):
+        model.fit(np.ones((4, 1, 2, 2)), np.zeros(4, int), optimizer="sgd", loss=loss, verbose=0)
+
+
+def _fit_data(x, y, **options):
+    xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0).fit(x, y, optimizer="sgd", verbose=0, **options)
+
+
+def _nhwc():
+    import warnings
+    model = xpcnn.Sequential([L.Conv2D(2, 3), L.Flatten(), L.Dense(3)], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.fit(np.zeros((2, 32, 32, 3)), np.zeros(2, int), optimizer="sgd", verbose=0)
+
+
+def _foreign_optimizer():
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0)
+    model.fit(np.zeros((2, 1, 2, 2)), np.zeros(2, int), optimizer=optim.SGD(_model().parameters(), lr=0.1))
+
+
+def _foreign_scheduler():
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0)
+    schedule = optim.StepLR(optim.SGD(model.parameters(), lr=0.1), 1)
+    model.fit(np.zeros((2, 1, 2, 2)), np.zeros(2, int), optimizer="sgd", scheduler=schedule)
+
+
+TRIGGERS.update({
+    "fit: x must have dtype float32 or float64 (the model computes in float32), got dtype uint8":
+        lambda t, m: _fit_data(np.zeros((4, 1, 2, 2), np.uint8), np.zeros(4, int)),
+    "fit: x has shape (N, 32, 32, 3), which looks like NHWC (channels last)": lambda t, m: _nhwc(),
+    "predict: x must be a non-empty batch of samples (or one sample)":
+        lambda t, m: _model().predict(np.zeros((0, 3, 14, 14))),
+    "TrainingDiverged: fit: the weights became NaN or infinite by epoch N, batch M": lambda t, m: _weights_overflow(),
+    "fit: loss 'mse' needs float targets of the output's shape (8, 3)":
+        lambda t, m: _fit_data(np.zeros((8, 1, 2, 2)), np.zeros(8, int), loss="mse"),
+    "fit: y must be an array of labels or targets, one per sample, got 1":
+        lambda t, m: _fit_data(np.zeros((4, 1, 2, 2)), 1),
+    "fit: batch_size must be a positive int, got 0": lambda t, m: _fit_tiny(batch_size=0),
+    "fit: seed must be None or an int >= 0, got -1": lambda t, m: _fit_tiny(seed=-1),
+    "fit: validation_data must be a pair (x, y), got a tuple of 1":
+        lambda t, m: _fit_tiny(validation_data=(np.zeros((2, 1, 2, 2)),)),
+    "fit: callbacks[0] must be an xpcnn.callbacks.Callback": lambda t, m: _fit_tiny(callbacks=[print]),
+    "fit: scheduler must be an xpcnn.optim schedule or one of cosine, step, plateau":
+        lambda t, m: _fit_tiny(scheduler="linear"),
+    "fit: the optimizer holds N parameter(s) that are not this model's": lambda t, m: _foreign_optimizer(),
+    "fit: the scheduler's optimizer is not the optimizer fit trains with": lambda t, m: _foreign_scheduler(),
+    "EarlyStopping: mode must be 'auto', 'min' or 'max'": lambda t, m: xpcnn.callbacks.EarlyStopping(mode="up"),
+})
+
+
+
+def _tiny():
+    return xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0)
+
+
+def _saving(tmp_path, monkeypatch, case):
+    """The errors of saving and of checking a folder before saving into it."""
+    import errno
+    model = _tiny()
+    if case == "nan":
+        model.layers[1].weight.data[0, 0] = np.nan
+        model.save(tmp_path / "m.npz")
+    elif case == "disk full":
+        def full(*args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr("xpcnn._files.os.replace", full)
+        model.save(tmp_path / "m.npz")
+    elif case == "empty":
+        model.save("")
+    else:
+        from xpcnn.train import ModelCheckpoint
+        (tmp_path / "blocker").write_text("x")
+        model.fit(np.zeros((4, 1, 2, 2)), np.zeros(4, int), optimizer="sgd", progress=False, verbose=0,
+                  callbacks=[ModelCheckpoint(tmp_path / "blocker" / "ck.npz")])
+
+
+def _crafted(tmp_path, case):
+    """A checkpoint changed the way a hostile file would be."""
+    import io
+    import json
+    import zipfile
+    from xpcnn.checkpoint import read_weights
+    model = _tiny()
+    if case == "checksum":
+        path = model.save(tmp_path / "w.safetensors")
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0x10
+        path.write_bytes(bytes(data))
+        return read_weights(path)
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    meta = json.loads(arrays["meta"].tobytes())
+    if case == "deep":
+        meta["layers"] = [{"type": "ReLU", "config": {}}]
+        for _ in range(70):
+            meta["layers"] = [{"type": "Sequential", "config": {"layers": meta["layers"]}}]
+    elif case == "training":
+        meta["training"] = "false"
+    elif case == "unexpected":
+        arrays["model.9.weight"] = np.zeros(2)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    if case in ("large", "declared"):
+        header = io.BytesIO()
+        shape = (2**28,) if case == "large" else (3, 4)
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        with zipfile.ZipFile(path) as archive:
+            entries = {info.filename: archive.read(info) for info in archive.infolist()}
+        entries["model.1.weight.npy"] = header.getvalue()
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in entries.items():
+                archive.writestr(name, content)
+        data = bytearray(path.read_bytes())      # declare the size the header implies (stored, so it is plain)
+        size = len(header.getvalue()) + (4 * 2**28 if case == "large" else 2**31)
+        for marker, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+            position = data.find(marker)
+            while b"model.1.weight.npy" not in data[position:position + 80]:
+                position = data.find(marker, position + 1)
+            data[position + offset:position + offset + 4] = size.to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+    xpcnn.load(path)
+
+
+TRIGGERS.update({
+    "SGD: lr must be a finite number, got 'fast'": lambda t, m: setattr(optim.SGD(_tiny().parameters(), lr=0.1),
+                                                                        "lr", "fast"),
+    "RMSprop: centered must be True or False, got 'yes'": lambda t, m: optim.RMSprop(_tiny().parameters(),
+                                                                                     centered="yes"),
+    "Adam.load_state_dict: parameter group 1: Adam: lr must be a finite number, got 'fast'": lambda t, m: (lambda o: o.load_state_dict(
+        {**o.state_dict(), "groups": [{"params": [0]}, {"params": [1], "lr": "fast"}]}))(
+        optim.Adam([{"params": _tiny().parameters()[:1]}, {"params": _tiny().parameters()[1:]}])),
+    "load_state_dict: expected a dict of arrays keyed as state_dict() keys them, got list":
+        lambda t, m: _tiny().load_state_dict([]),
+    "load_state_dict: the state does not fit this model: '0.weight': cannot be read as a NumPy array (Tensor of dtype "
+    "torch.bfloat16: ...); convert it first, e.g. tensor.float()": lambda t, m: xpcnn.Sequential(
+        [L.Conv2D(1, 2, 3)], seed=0).load_state_dict({"0.weight": __import__("torch").zeros(
+            (2, 1, 3, 3), dtype=__import__("torch").bfloat16), "0.bias": np.zeros(2)}),
+    "load_state_dict: the state does not fit this model: '4.bias': holds values beyond float32's range (up to 1e+300), "
+    "which would become infinity": lambda t, m: (lambda model: model.load_state_dict(
+        {**model.state_dict(), "4.bias": np.full(3, 1e300)}))(xpcnn.Sequential(
+            [L.Flatten(), L.ReLU(), L.ReLU(), L.ReLU(), L.Dense(4, 3)], seed=0)),
+    "load_state_dict: the state does not fit this model: '1.running_var': a variance must be >= 0, got -1":
+        lambda t, m: (lambda model: model.load_state_dict({**model.state_dict(), "1.running_var": -np.ones(2)}))(
+            xpcnn.Sequential([L.Conv2D(1, 2, 1), L.BatchNorm2D(2)], seed=0)),
+    "save: '1.weight' holds NaN or infinity, so ... was not written (xpcnn.load refuses such weights)":
+        lambda t, m: _saving(t, m, "nan"),
+    "save: cannot write .../m.npz: No space left on device": lambda t, m: _saving(t, m, "disk full"),
+    "save: path must name a file, such as model.npz or model.safetensors, got ''": lambda t, m: _saving(t, m, "empty"),
+    "ModelCheckpoint: cannot write .../ck.npz: ... is a file, not a folder": lambda t, m: _saving(t, m, "blocked"),
+    "CheckpointError: ...: the architecture nests layers more than 64 deep": lambda t, m: _crafted(t, "deep"),
+    "CheckpointError: ...: entry 'model.1.weight' holds (268435456,), more than the 12 values its place in the model "
+    "takes": lambda t, m: _crafted(t, "large"),
+    "CheckpointError: ...: unexpected entry 'model.9.weight': the model has no such parameter or buffer":
+        lambda t, m: _crafted(t, "unexpected"),
+    "CheckpointError: ...: not a readable xpcnn checkpoint (truncated or corrupted?): ValueError: entry "
+    "'model.1.weight.npy' declares N bytes, but its header describes (3, 4) of float32 (M bytes)":
+        lambda t, m: _crafted(t, "declared"),
+    "CheckpointError: ...: the tensors do not match the checksum stored with them: the file is damaged":
+        lambda t, m: _crafted(t, "checksum"),
+    "CheckpointError: ...: the checkpoint's metadata is damaged: 'training' must be true or false, got \"false\"":
+        lambda t, m: _crafted(t, "training"),
+})
+
+def _nan_image(tmp_path):
+    np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan, np.float32))
+    return _cli("predict", str(_files(tmp_path) / "run" / "checkpoint.npz"), str(tmp_path / "nan.npy"))
+
+
+def _bad_backend_variable(tmp_path, monkeypatch):
+    checkpoint = _files(tmp_path) / "run" / "checkpoint.npz"       # written before the variable is set
+    monkeypatch.setattr(xpcnn.backend, "_current", None)
+    monkeypatch.setenv("XPCNN_BACKEND", "numpi")
+    return _cli("evaluate", str(checkpoint))
+
+
+def _env(monkeypatch, **variables):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
+TRIGGERS.update({     # the command line's run settings, outputs and environment
+    "--resume: a resumed run keeps its model, optimizer, data and seed; ... cannot be applied":
+        lambda t, m: _cli("train", "--resume", str(_files(t) / "run" / "checkpoint.npz"), "--model", "mlp"),
+    "--resume: ... holds weights only (no optimizer state, epoch or data order), so it cannot be resumed":
+        lambda t, m: _cli("train", "--resume", str(t / "w.safetensors")),
+    "...: N of M pixel values are NaN or infinite; expected finite numbers": lambda t, m: _nan_image(t),
+    "--safetensors: ... is a file, not a folder, so ... cannot be written":
+        lambda t, m: _cli("export", str(_files(t) / "run" / "checkpoint.npz"), "--safetensors",
+                          str(t / "file" / "m.safetensors")),
+    "started as N processes (mpiexec) without --distributed":
+        lambda t, m: (_env(m, PMI_SIZE="2", PMI_RANK="0"), _cli("train")),
+    "$XPCNN_WORKSPACE_MB must be a positive finite number of MiB (such as 512), got 'inf'":
+        lambda t, m: (_env(m, XPCNN_WORKSPACE_MB="inf"), xpcnn.config._from_environment()),
+    "$XPCNN_FEW_LAUNCHES must be auto, on or off":
+        lambda t, m: (_env(m, XPCNN_FEW_LAUNCHES="maybe"), xpcnn.config._from_environment()),
+    "$XPCNN_BACKEND='numpi': unknown backend 'numpi'":
+        lambda t, m: _bad_backend_variable(t, m),
+})
+
+
+def _twice():
+    relu = L.ReLU()
+    return xpcnn.Sequential([L.Flatten(), relu, L.Dense(4, 3), relu])
+
+
+def _in_two_models():
+    dense = L.Dense(4, 3)
+    xpcnn.Sequential([L.Flatten(), dense])
+    return xpcnn.Sequential([L.Flatten(), dense])
+
+
+def _batch_norm(**kwargs):
+    c = np.zeros(3)
+    args = dict(weight=c, bias=c, running_mean=c, running_var=c + 1, training=True)
+    args.update(kwargs)
+    return F.batch_norm2d_forward(np.ones((2, 3, 2, 2)), **args)
+
+
+TRIGGERS.update({     # functional ops' and layers' arguments; layers placed twice
+    "softmax_cross_entropy: check_labels must be True, False or None":
+        lambda t, m: F.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), check_labels="yes"),
+    "relu_backward: dy must have the forward pass's dtype float64, got int64":
+        lambda t, m: F.relu_backward(np.ones(3, np.int64), F.relu_forward(np.ones(3))[1]),
+    "batch_norm2d: weight has dtype float32 but the input has dtype float64":
+        lambda t, m: _batch_norm(weight=np.ones(3, np.float32)),
+    "batch_norm2d: evaluation (training=False) uses running_mean and running_var, got None":
+        lambda t, m: _batch_norm(running_mean=None, training=False),
+    "batch_norm2d: training must be True or False, got 'no'": lambda t, m: _batch_norm(training="no"),
+    "softmax: axis must be an int, got 1.5": lambda t, m: F.softmax_forward(np.zeros((2, 3)), axis=1.5),
+    "leaky_relu: negative_slope must be a number, got 'a'": lambda t, m: F.leaky_relu_forward(np.zeros(3), "a"),
+    "leaky_relu: negative_slope must be finite, got nan":
+        lambda t, m: F.leaky_relu_forward(np.zeros(3), float("nan")),
+    "Sequential: layer 3 (ReLU) is the same object as layer 1; create a new ReLU() for each place":
+        lambda t, m: _twice(),
+    "Sequential: layer 1 (Dense(4->3)) already belongs to another model or layer; create new layers for this one":
+        lambda t, m: _in_two_models(),
+})
 
 def _pieces(message: str) -> list[str]:
     message = re.sub(r"^[A-Za-z]+(Error|Unavailable|Diverged): ", "", message)

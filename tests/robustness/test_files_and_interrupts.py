@@ -125,3 +125,29 @@ def test_an_interrupted_fit_resumes_from_the_last_complete_epoch(tmp_path):
     resumed = _run(4, resume=path)
     for key, value in straight.state_dict().items():
         np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
+
+
+def test_the_parts_killed_saves_left_are_removed_by_the_next_save_and_no_others(tmp_path):
+    import fcntl
+    import os
+    path = tmp_path / "w.safetensors"
+    script = textwrap.dedent(f"""
+        import os, signal, xpcnn, xpcnn._files as files
+        from xpcnn import layers as L
+        files.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)    # killed once the part is written
+        xpcnn.Sequential([L.Flatten(), L.Dense(4, 3)], seed=0).save({str(path)!r})
+    """)
+    for _ in range(3):
+        assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
+    assert len(list(tmp_path.glob("w.safetensors.*.part"))) == 1      # each save removed the parts before it
+    other = tmp_path / "w.safetensors.old.safetensors.abcd1234.part"      # another target's part
+    other.write_bytes(b"x")
+    live = tmp_path / "w.safetensors.live0000.part"                       # a writer still at work holds its lock
+    live.write_bytes(b"x")
+    for part in (other, live):
+        os.utime(part, (time.time() - 3600,) * 2)
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        _model().save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["w.safetensors", other.name, live.name])
+    xpcnn.load(path)

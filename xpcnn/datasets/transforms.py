@@ -71,7 +71,9 @@ class RandomShift:
             source = xp.reshape(xp.arange(size, device=device), tuple(positions))
             source = source + xp.reshape(offsets[:, axis - 2], (n, 1, 1, 1))
             inside = (source >= 0) & (source < size)
-            index = xp.broadcast_to(xp.clip(source, 0, size - 1), tuple(out.shape[:axis]) + (size,)
+            # any in-bounds index serves outside (the select below fills there): a remainder, not clip, which
+            # array-api-compat gives CuPy as assignments through boolean masks (a host read of each mask's count)
+            index = xp.broadcast_to(source % size, tuple(out.shape[:axis]) + (size,)
                                     + tuple(out.shape[axis + 1:]))
             out = xp.take_along_axis(out, xp.astype(index, xp.int64), axis=axis)
             valid = inside if valid is None else valid & inside

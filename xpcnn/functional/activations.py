@@ -14,7 +14,7 @@ from typing import Any
 import array_api_compat
 
 from .. import checks
-from ..backend import launch_bound
+from ..backend import constant, launch_bound
 
 
 def _float_input(op: str, x: Any):
@@ -30,6 +30,9 @@ def _check_dy(op: str, dy: Any, like: Any):
 
 
 def _axis(op: str, x: Any, axis: int) -> int:
+    if checks.integral(axis) is None:
+        raise TypeError(f"{op}: axis must be an int, got {axis!r}")
+    axis = checks.integral(axis)
     if not -x.ndim <= axis < x.ndim:
         raise ValueError(f"{op}: axis {axis} is out of range for an input of shape {tuple(x.shape)}")
     return axis
@@ -38,7 +41,7 @@ def _axis(op: str, x: Any, axis: int) -> int:
 def relu_forward(x):
     """y = max(x, 0); any shape. Returns ``(y, cache)``; the cache is y (y > 0 exactly where x > 0)."""
     xp = _float_input("relu", x)
-    y = xp.maximum(x, 0.0)
+    y = xp.maximum(x, constant(0.0, x))          # a cached 0-d zero: a Python 0.0 is a host copy per call on torch
     return y, y
 
 
@@ -46,7 +49,7 @@ def relu_backward(dy, cache):
     y = cache
     xp = _check_dy("relu_backward", dy, y)
     if launch_bound(dy):                 # one select: two launches, not three
-        return xp.where(y > 0, dy, 0.0)
+        return xp.where(y > 0, dy, constant(0.0, dy))
     # NumPy: δ ⊙ [y > 0] as a product: where() branches per element and is ~10x slower on random masks
     return dy * xp.astype(y > 0, dy.dtype)
 
@@ -54,7 +57,8 @@ def relu_backward(dy, cache):
 def leaky_relu_forward(x, negative_slope: float = 0.01):
     """y = x for x > 0, negative_slope * x otherwise."""
     xp = _float_input("leaky_relu", x)
-    slope = float(negative_slope)
+    slope = float(negative_slope) if checks.is_trusted() else checks.finite_number("leaky_relu", "negative_slope",
+                                                                                   negative_slope)
     gain = xp.astype(x > 0, x.dtype) * (1.0 - slope) + slope     # 1 where x > 0, slope elsewhere
     return x * gain, gain
 

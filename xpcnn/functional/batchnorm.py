@@ -6,10 +6,10 @@ batch_norm2d, training (M = N*H*W values per channel):
 batch_norm2d, evaluation (running statistics μ_r, σ²_r are constants):
     y = γ (x - μ_r) / sqrt(σ²_r + ε) + β,  dx = δ γ / sqrt(σ²_r + ε)
 
-With ``reduce`` (synchronised batch norm over several processes, :mod:`xpcnn.distributed`), the sums
-that make μ, σ², dβ and dγ in the formulas of μ, σ² and dx are summed over every process first
-(M counts every process's values); dβ and dγ themselves stay this process's, to be averaged with the
-other gradients.
+With ``reduce`` (synchronised batch norm over several processes, :mod:`xpcnn.distributed`), μ and σ²
+are the global batch's (every process's combined) and the sums dβ and dγ in the formula of dx are
+summed over every process first (M counts every process's values); dβ and dγ themselves stay this
+process's, to be averaged with the other gradients.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class BatchNormCache:
     batch_var: Any        # (C,), biased (divided by M)
     count: int            # M = N*H*W (over every process with reduce)
     x_shape: tuple
-    reduce: Any = None    # sums a 1-D array over processes (SyncBatchNorm2D), or None
+    reduce: Any = None    # the link to the other processes (SyncBatchNorm2D), or None
     layout: Any = None    # _WideRows or _Planes
 
 
@@ -94,8 +94,9 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
     In training the batch statistics are used (and returned in the cache for the running averages);
     in evaluation the running statistics. Returns ``(y, cache)``; y = (x - μ) · (γ / sqrt(σ² + ε)) + β,
     with the per-channel factor formed first so the full-size array sees one product and one sum.
-    ``reduce(a)``, in training, sums a 1-D array over processes: the statistics are then the whole
-    global batch's (two reductions: the sums and the count, then the squared deviations).
+    ``reduce``, in training, links the processes of a synchronised batch norm: ``reduce.moments(mean,
+    var, x.shape)`` turns this process's statistics into the global batch's ``(mean, var, count)`` (one
+    reduction), and ``reduce(a)`` sums a 1-D array over the processes (the backward pass's sums).
     """
     if checks.is_trusted():
         xp = array_api_compat.array_namespace(x)
@@ -109,18 +110,15 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
         mean = running_mean
     elif reduce is None:
         mean = layout.sum(rows) / count
-    else:
-        sums = layout.sum(rows)
-        own_count = xp.full((1,), float(count), dtype=sums.dtype, device=array_api_compat.device(sums))
-        totals = reduce(xp.concat([sums, own_count]))
-        count = int(round(float(totals[-1])))      # the global count: a number every process knows alike
-        mean = totals[:-1] / count
+    else:      # this process's two-pass statistics, combined with the other processes' in one reduction
+        own_mean = layout.sum(rows) / count
+        own = rows - layout.per_channel(own_mean)
+        mean, var, count = reduce.moments(own_mean, layout.sum(own * own) / count, tuple(x.shape))
     centred = rows - layout.per_channel(mean)
-    if training:
-        squares = layout.sum(centred * centred)
-        var = (squares if reduce is None else reduce(squares)) / count
-    else:
+    if not training:
         var = running_var
+    elif reduce is None:
+        var = layout.sum(centred * centred) / count
     inv_std = 1.0 / xp.sqrt(var + eps)
     scale = inv_std if weight is None else inv_std * weight
     y = centred * layout.per_channel(scale)
@@ -135,11 +133,17 @@ def _validate(x, weight, bias, running_mean, running_var, training):
     xp = checks.namespace(_BN, x, weight, bias, running_mean, running_var)
     checks.check_float(_BN, "x", x, xp)
     checks.check_ndim(_BN, "x", x, 4, "(N, C, H, W)")
+    checks.flag(_BN, "training", training)
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError(f"{_BN}: evaluation (training=False) uses running_mean and running_var, got None; "
+                         "pass both, or training=True")
     channels = x.shape[1]
     for name, array in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
                         ("running_var", running_var)):
         if array is not None and tuple(array.shape) != (channels,):
             raise ValueError(f"{_BN}: {name} must have shape ({channels},), got {tuple(array.shape)}")
+        checks.check_same_dtype(_BN, x, name, array)      # a float64 statistic would upcast a float32 output
+        checks.check_same_device(_BN, x, name, array)
     if training and x.shape[0] * x.shape[2] * x.shape[3] < 2:
         raise ValueError(f"{_BN}: training needs more than one value per channel, got input shape {tuple(x.shape)}")
     return xp

@@ -134,7 +134,7 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     ``training=False`` says no backward pass is expected: on CPUs the columns are then always built
     in cache-sized blocks and not kept (a backward pass still works, rebuilding them).
     """
-    xp = array_api_compat.array_namespace(x) if checks.is_trusted() else _validate(x, weight, bias, groups)
+    xp = array_api_compat.array_namespace(x) if checks.is_trusted() else _validate(x, weight, bias, groups, training)
     n, c_in, _, _ = x.shape
     c_out, c_group, kh, kw = weight.shape
     stride = checks.pair(_OP, "stride", stride, 1)
@@ -175,10 +175,11 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     return y, cache
 
 
-def _validate(x, weight, bias, groups):
+def _validate(x, weight, bias, groups, training):
     """conv2d_forward's input checks (skipped inside checks.trusted()); returns the namespace."""
     xp = checks.input_and_weight(_OP, x, weight, bias, "(N, C, H, W)", "(C_out, C_in/groups, kH, kW)")
     checks.positive_int(_OP, "groups", groups)
+    checks.flag(_OP, "training", training)
     c_in, (c_out, c_group, kh, kw) = x.shape[1], weight.shape
     if c_in % groups or c_out % groups:
         raise ValueError(f"{_OP}: groups={groups} must divide in_channels={c_in} and out_channels={c_out}")

@@ -21,10 +21,11 @@ def softmax_cross_entropy(logits, labels, *, check_labels: bool | None = None):
     Uses log-softmax shifted by the row maximum, so logits of ±1e4 stay finite.
 
     ``check_labels`` decides whether the label values are checked (range; rows finite, non-negative,
-    summing to 1): ``None`` checks them only when ``labels`` is a NumPy array (host memory, so no
-    device is read), ``True`` always checks (on a GPU that is one device-to-host read, a sync),
-    ``False`` never does (the caller checked, as ``fit`` does once on the host). Shapes and dtypes
-    are always checked.
+    summing to 1): ``None`` (the default) checks them on every backend when called directly and skips
+    them inside ``checks.trusted()``, where the caller has checked them (as ``fit`` does once on the
+    host); ``True`` always checks, ``False`` never does. On a GPU a check is a device-to-host read (a
+    sync), so a training loop of your own checks its labels once and passes ``False`` or runs the step
+    inside ``checks.trusted()``. Shapes and dtypes are always checked.
     """
     xp = checks.namespace(_CE, logits, labels)
     checks.check_float(_CE, "logits", logits, xp)
@@ -33,8 +34,10 @@ def softmax_cross_entropy(logits, labels, *, check_labels: bool | None = None):
     if n == 0:
         raise ValueError(f"{_CE}: logits is an empty batch, shape {tuple(logits.shape)}")
     if check_labels is None:
-        check_labels = array_api_compat.is_numpy_array(labels)
-    target = _targets(xp, logits, labels, bool(check_labels))
+        check_labels = not checks.is_trusted()
+    elif not isinstance(check_labels, bool):
+        raise TypeError(f"{_CE}: check_labels must be True, False or None, got {check_labels!r}")
+    target = _targets(xp, logits, labels, check_labels)
     log_p, _ = log_softmax_forward(logits)
     loss = -xp.sum(target * log_p) / n
     dlogits = (xp.exp(log_p) - target) / n

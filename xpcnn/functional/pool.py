@@ -14,7 +14,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks
-from ..backend import launch_bound
+from ..backend import constant, launch_bound
 from . import _windows
 
 
@@ -27,6 +27,7 @@ class PoolCache:
     out_hw: tuple
     argmax: Any = None      # max pooling: (N, OH, OW, C) window index of each maximum (row-major), channels-last
     divisor: Any = None     # average pooling: window sizes, a float or (1, OH, OW, 1)
+    dtype: Any = None       # x's dtype, which dy must have
 
 
 def _geometry(op: str, x, kernel_size, stride, padding):
@@ -51,37 +52,70 @@ def _geometry(op: str, x, kernel_size, stride, padding):
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """Max pooling. x (N, C, H, W) -> ``(y, cache)``, y (N, C, OH, OW); stride defaults to kernel_size.
 
-    A running maximum over the kH*kW kernel offsets; the cache keeps the window index of each
-    maximum, replaced only by a strictly larger value, so a tie keeps the first in row-major order.
-    Padding uses the dtype's lowest finite value, so a padded cell never wins.
+    torch's rule, cell by cell in row-major window order: start at the window's first real (unpadded)
+    cell; a strictly larger value or a NaN takes over. So a tie keeps the first maximum, a NaN is the
+    maximum (the last NaN of a window gets δ, as in torch's kernels), and padding never wins, even
+    against -inf. The padding is -inf, so the value of y is right by itself; the cache keeps the window
+    index of each maximum.
     """
     op = "max_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
     # the windows are taken channels-last (a view for the conv, activation and pooling outputs, which
     # are laid out so): every pass then runs over contiguous runs of C values
-    x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2), value=float(xp.finfo(x.dtype).min))
+    x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2), value=-float("inf"))
+    index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
+    first_real = _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, x) if any(pads) else None
     if launch_bound(x):
-        # three launches: the windows stacked (N, OH, OW, C, K), their maximum and its first index
-        # (reduced over the last, contiguous axis: PyTorch's CPU argmax over a leading axis is 20x slower)
+        # few launches: the windows stacked (N, OH, OW, C, K), their maximum, and each cell scored so that
+        # one integer argmax finds the cell (over the last, contiguous axis: PyTorch's CPU argmax over a
+        # leading axis is 20x slower; and no float argmax, which CuPy gets wrong on infinities)
         windows = xp.stack([x_pad[:, rows, cols, :] for _, rows, cols in
                             _windows.offsets(kernel, stride, (1, 1), out_hw)], axis=-1)
-        y, argmax = xp.max(windows, axis=-1), xp.argmax(windows, axis=-1)
-        return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
-    index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
+        y = xp.max(windows, axis=-1)
+        argmax = xp.argmax(_cell_scores(xp, windows, y, index_dtype), axis=-1)
+        if first_real is not None:    # every real cell is -inf: the first of them, never a padded one
+            argmax = xp.where(y == -float("inf"), xp.astype(first_real, argmax.dtype), argmax)
+        return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
+                                                           argmax=argmax, dtype=x.dtype)
     y = argmax = None
     for k, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
         window = x_pad[:, rows, cols, :]
         if y is None:
             # zeros_like keeps the memory order of x's window (NumPy), so the running updates below
-            # combine arrays of one order
+            # combine arrays of one order; a padded window starts at its first real cell
             y, argmax = window, xp.zeros_like(window, dtype=index_dtype)
+            if first_real is not None:
+                argmax = argmax + first_real
             continue
-        # argmax <- k where strictly larger; k exceeds every earlier index, so a maximum does the select
-        argmax = xp.maximum(argmax, xp.astype(window > y, index_dtype) * k)
+        # argmax <- k where larger or NaN; k exceeds every earlier index, so a maximum does the select
+        # (a padded cell is -inf: never larger, never NaN)
+        takes = (window > y) | xp.isnan(window)
+        argmax = xp.maximum(argmax, xp.astype(takes, index_dtype) * k)
         y = xp.maximum(y, window)
     if kernel == (1, 1):
         y = y + 0.0  # a fresh array, not a view of x
-    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, argmax=argmax)
+    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
+                                                       argmax=argmax, dtype=x.dtype)
+
+
+def _cell_scores(xp, windows, y, index_dtype):
+    """(N, OH, OW, C, K) integer scores whose argmax is the loop's cell: K - k for a maximum (the first
+    scores highest), 1 + k for a NaN (y is then NaN and no cell equals it: the last NaN scores highest)."""
+    k = windows.shape[-1]
+    offsets = xp.arange(k, dtype=index_dtype, device=array_api_compat.device(windows))
+    maxima = xp.astype(windows == y[..., None], index_dtype) * (k - offsets)
+    return maxima + xp.astype(xp.isnan(windows), index_dtype) * (offsets + 1)
+
+
+def _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, like):
+    """(1, OH, OW, 1): the window index (row-major) of each window's first unpadded cell."""
+    device = array_api_compat.device(like)
+    starts = []
+    for pad, step, size in ((pads[0], stride[0], out_hw[0]), (pads[2], stride[1], out_hw[1])):
+        skipped = pad - step * xp.arange(size, dtype=xp.int32, device=device)    # padded rows (cols) in front
+        starts.append(xp.maximum(skipped, xp.zeros_like(skipped)))
+    first = xp.reshape(starts[0], (out_hw[0], 1)) * kernel[1] + xp.reshape(starts[1], (1, out_hw[1]))
+    return xp.reshape(xp.astype(first, index_dtype), (1, out_hw[0], out_hw[1], 1))
 
 
 def max_pool2d_backward(dy, cache: PoolCache):
@@ -92,7 +126,7 @@ def max_pool2d_backward(dy, cache: PoolCache):
         # one comparison against every window index at once and one select: (N, OH, OW, C, K) contributions
         k = cache.kernel[0] * cache.kernel[1]
         indices = xp.arange(k, dtype=argmax.dtype, device=array_api_compat.device(dy))
-        routed = xp.where(argmax[..., None] == indices, dy[..., None], 0.0)
+        routed = xp.where(argmax[..., None] == indices, dy[..., None], constant(0.0, dy))
         return _fold(xp, dy, cache, lambda index: routed[..., index], stacked=routed)
 
     def routed(k):
@@ -108,6 +142,8 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     """
     op = "avg_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
+    if not checks.is_trusted():
+        checks.flag(op, "count_include_pad", count_include_pad)
     x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))     # channels-last, as max pooling
     total = None
     for _, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
@@ -121,7 +157,8 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
         divisor = sum(ones[:, rows, cols, :] for _, rows, cols in
                       _windows.offsets(kernel, stride, (1, 1), out_hw))
     y = total / divisor
-    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, divisor=divisor)
+    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
+                                                       divisor=divisor, dtype=x.dtype)
 
 
 def avg_pool2d_backward(dy, cache: PoolCache):
@@ -138,7 +175,7 @@ def pool_padding(owner: str, kernel: tuple, pads: tuple, given) -> None:
 
 
 def _dy_namespace(op, dy, like, cache):
-    return checks.backward_namespace(op, dy, like, (cache.x_shape[0], cache.x_shape[1], *cache.out_hw))
+    return checks.backward_namespace(op, dy, like, (cache.x_shape[0], cache.x_shape[1], *cache.out_hw), cache.dtype)
 
 
 def _fold(xp, dy_nhwc, cache, contribution, stacked=None):

@@ -1,8 +1,8 @@
 """Activation layers: ReLU, LeakyReLU, Sigmoid, Tanh, Softmax."""
 from __future__ import annotations
 
-from .. import functional as F
-from .base import Layer
+from .. import checks, functional as F
+from .base import Layer, claim
 
 
 class _Activation(Layer):
@@ -33,7 +33,7 @@ class Tanh(_Activation):
 class LeakyReLU(_Activation):
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = checks.finite_number("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x):
         self._ensure_built(x)
@@ -56,7 +56,9 @@ class Softmax(_Activation):
 
     def __init__(self, dim: int = 1):
         super().__init__()
-        self.dim = dim
+        if checks.integral(dim) is None:
+            raise TypeError(f"Softmax: dim must be an int, got {dim!r}")
+        self.dim = checks.integral(dim)
 
     def forward(self, x):
         self._ensure_built(x)
@@ -94,6 +96,12 @@ class Activated:
     its backward before; ``summary`` lists the two as composed."""
 
     activation: Layer | None = None
+
+    def _set_activation(self, owner: str, value) -> None:
+        """``activation=`` as a layer this one holds (an activation layer object belongs to one layer only)."""
+        self.activation = activation_layer(owner, value)
+        if self.activation is not None:
+            claim(owner, self, [("activation", self.activation)])
 
     def _activate(self, y):
         return y if self.activation is None else self.activation.forward(y)

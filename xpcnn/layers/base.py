@@ -1,6 +1,7 @@
 """Parameter and the Layer base class: thin stateful wrappers over xpcnn.functional."""
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -219,7 +220,7 @@ class Layer:
 
     def fail(self, input_shape: tuple, expected: str) -> ValueError:
         """The error a layer raises for an input it cannot take."""
-        return ValueError(f"{self!r}: expected {expected}, got {tuple(input_shape)}")
+        return ValueError(f"{self.label()}: expected {expected}, got {tuple(input_shape)}")
 
     def config(self) -> dict:
         """The constructor arguments, as JSON-able values (checkpoints rebuild the layer from them)."""
@@ -228,16 +229,79 @@ class Layer:
     def extra_repr(self) -> str:
         return ""
 
+    def label(self) -> str:
+        """The short name errors give the layer: its type and sizes (``Conv2D(1->16)``)."""
+        return f"{type(self).__name__}({self.extra_repr()})"
+
     def describe(self) -> str:
-        """A one-line description for ``Sequential.summary`` (the repr unless a layer says more)."""
-        return repr(self)
+        """A one-line description for the repr and ``Sequential.summary``: the label, unless a layer says more
+        (geometry, a composed activation)."""
+        return self.label()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
+        return self.describe()
+
+
+class _NotGiven:
+    """The default of a size keyword that was not passed; ``help(Conv2D)`` shows it as ``NOT_GIVEN``."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
 
 
 #: The default of a size keyword (``Conv2D(..., in_channels=...)``) that was not passed.
-NOT_GIVEN = object()
+NOT_GIVEN = _NotGiven()
+
+
+def _parts(layer: Layer) -> list[tuple[str, Layer]]:
+    """The layers a layer holds: its children and a composed activation (``Conv2D(..., activation=...)``)."""
+    activation = getattr(layer, "activation", None)
+    return list(layer.children()) + ([("activation", activation)] if isinstance(activation, Layer) else [])
+
+
+def claim(owner_name: str, owner: Layer, parts: list[tuple[str, Layer]]) -> None:
+    """Make ``owner`` the container of ``parts`` (``(label, layer)`` pairs), refusing a layer that sits in two
+    places of the tree (its cache would hold only the last place's input: wrong gradients) or already
+    belongs to another container (building this one would redraw the other's weights). Nothing is changed
+    unless every part is accepted."""
+    seen: dict[int, str] = {}
+
+    def walk(label: str, layer: Layer) -> None:
+        if id(layer) in seen:
+            again = f"{type(layer).__name__}()" if not layer.config() else f"{type(layer).__name__}(...)"
+            raise ValueError(f"{owner_name}: {label} ({type(layer).__name__}) is the same object as "
+                             f"{seen[id(layer)]}; create a new {again} for each place")
+        seen[id(layer)] = label
+        for name, inner in _parts(layer):
+            walk(f"{label}.{name}", inner)
+
+    for label, layer in parts:
+        walk(label, layer)
+    for label, layer in parts:
+        holder = _holder(layer)
+        if holder is not None and holder is not owner:
+            name = layer.label() if "\n" not in layer.label() else type(layer).__name__   # one line
+            raise ValueError(f"{owner_name}: {label} ({name}) already belongs to another model or layer; "
+                             "create new layers for this one (copy weights over with load_state_dict)")
+    for _, layer in parts:
+        layer._owner = weakref.ref(owner)
+
+
+def _holder(layer: Layer) -> Layer | None:
+    """The container that holds ``layer`` now, or None. The owner is kept by a weak reference, which
+    ``copy.deepcopy`` shares rather than copies: a copied layer points at the original's container, which
+    does not hold the copy, so the copy is free to go into a new model."""
+    ref = getattr(layer, "_owner", None)
+    holder = ref() if ref is not None else None
+    if holder is None or not any(part is layer for _, part in _parts(holder)):
+        return None
+    return holder
+
+
+def release(parts: list[tuple[str, Layer]]) -> None:
+    """Undo :func:`claim` (a container that failed to build gives its layers back)."""
+    for _, layer in parts:
+        layer._owner = None
 
 
 def constructor_sizes(owner: str, names: tuple, positional: tuple, keywords: dict, lazy_count: int,

@@ -5,6 +5,7 @@ import array_api_compat
 import numpy as np
 
 from .. import functional as F
+from .. import checks
 from ..checks import positive_int
 from .base import Layer, check_ndim
 
@@ -27,12 +28,15 @@ class BatchNorm2D(Layer):
         super().__init__()
         name = type(self).__name__
         if num_features is not None:
-            positive_int(name, "num_features", num_features)
+            num_features = positive_int(name, "num_features", num_features)
+        owner = f"{name}({num_features})"
+        momentum, eps = checks.finite_number(owner, "momentum", momentum), checks.finite_number(owner, "eps", eps)
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{name}({num_features}): momentum must be in [0, 1], got {momentum!r}")
+            raise ValueError(f"{owner}: momentum must be in [0, 1], got {momentum!r}")
         if not eps > 0:
-            raise ValueError(f"{name}({num_features}): eps must be > 0, got {eps!r}")
-        self.num_features, self.eps, self.momentum, self.affine = num_features, float(eps), float(momentum), affine
+            raise ValueError(f"{owner}: eps must be > 0, got {eps!r}")
+        affine = checks.flag(owner, "affine", affine)
+        self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
         self.weight = self.bias = None
 
     def init_parameters(self, rng):
@@ -56,7 +60,7 @@ class BatchNorm2D(Layer):
     def output_shape(self, input_shape):
         self._check_rank(input_shape)
         if input_shape[1] != self.num_features:
-            raise ValueError(f"{self!r}: expected input with {self.num_features} channels, got shape {tuple(input_shape)}")
+            raise ValueError(f"{self.label()}: expected input with {self.num_features} channels, got shape {tuple(input_shape)}")
         return tuple(input_shape)
 
     def forward(self, x):

@@ -6,7 +6,7 @@ from ..functional import conv2d_backward, conv2d_forward
 from ..functional.conv import conv_padding
 from .. import init
 from ..init import name_of as init_name
-from .activations import Activated, activation_layer
+from .activations import Activated
 from .base import NOT_GIVEN, Layer, check_ndim, constructor_sizes
 
 
@@ -47,8 +47,8 @@ class Conv2D(Activated, Layer):
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias = (
             given.get(name) for name in _NAMES)
         name = f"Conv2D({'?' if in_channels is None else in_channels}->{out_channels})"
-        checks.positive_int(name, "out_channels", out_channels)
-        checks.positive_int(name, "groups", groups)
+        out_channels = checks.positive_int(name, "out_channels", out_channels)
+        groups = checks.positive_int(name, "groups", groups)
         self.groups, self.out_channels, self.in_channels = groups, out_channels, None
         if in_channels is not None:
             self._set_in_channels(name, in_channels)
@@ -57,16 +57,18 @@ class Conv2D(Activated, Layer):
         self.kernel_size = checks.pair(name, "kernel_size", kernel_size, 1)
         self.stride = checks.pair(name, "stride", stride, 1)
         self.dilation = checks.pair(name, "dilation", dilation, 1)
-        self.padding = padding
         self.pads = conv_padding(name, padding, self.kernel_size, self.stride, self.dilation)
+        # as given ("same", 1, (1, 2), (top, bottom, left, right); checked above), NumPy integers as ints
+        self.padding = padding if isinstance(padding, str) else tuple(map(checks.integral, padding)) \
+            if isinstance(padding, (tuple, list)) else checks.integral(padding)
         self.use_bias = bool(bias)
         self.weight_init = init.get(name, "weight_init", weight_init)
         self.bias_init = init.get(name, "bias_init", bias_init)
-        self.activation = activation_layer(name, activation)
+        self._set_activation(name, activation)
         self.weight = self.bias = None
 
     def _set_in_channels(self, name: str, in_channels) -> None:
-        checks.positive_int(name, "in_channels", in_channels)
+        in_channels = checks.positive_int(name, "in_channels", in_channels)
         if in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{name}: groups={self.groups} must divide in_channels={in_channels} "
                              f"and out_channels={self.out_channels}")
@@ -75,7 +77,7 @@ class Conv2D(Activated, Layer):
     def infer(self, input_shape):
         if self.in_channels is None:
             check_ndim(self, input_shape, 4, "(N, C, H, W)")
-            self._set_in_channels(repr(self), int(input_shape[1]))
+            self._set_in_channels(self.label(), int(input_shape[1]))
         return self.output_shape(input_shape)
 
     def init_parameters(self, rng):
@@ -90,9 +92,9 @@ class Conv2D(Activated, Layer):
     def output_shape(self, input_shape):
         check_ndim(self, input_shape, 4, "(N, C, H, W)")
         if input_shape[1] != self.in_channels:
-            raise ValueError(f"{self!r}: expected input with {self.in_channels} channels, got shape {tuple(input_shape)}")
+            raise ValueError(f"{self.label()}: expected input with {self.in_channels} channels, got shape {tuple(input_shape)}")
         try:
-            oh, ow = checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, self.pads,
+            oh, ow = checks.check_window(self.label(), input_shape, self.kernel_size, self.stride, self.pads,
                                           self.dilation)
         except ValueError as exc:
             raise ValueError(str(exc)) from None

@@ -7,7 +7,7 @@ from ..functional import linear_backward, linear_forward
 from ..checks import positive_int
 from .. import init
 from ..init import name_of as init_name
-from .activations import Activated, activation_layer
+from .activations import Activated
 from .base import NOT_GIVEN, Layer, constructor_sizes
 
 
@@ -33,20 +33,20 @@ class Dense(Activated, Layer):
                                   "write Dense(out_features) to infer the input size, or Dense(in_features, out_features)")
         in_features, out_features = given.get("in_features"), given["out_features"]
         name = f"Dense({'?' if in_features is None else in_features}->{out_features})"
-        positive_int(name, "out_features", out_features)
+        out_features = positive_int(name, "out_features", out_features)
         if in_features is not None:
-            positive_int(name, "in_features", in_features)
+            in_features = positive_int(name, "in_features", in_features)
         self.in_features, self.out_features, self.use_bias = in_features, out_features, bool(bias)
         self.weight_init = init.get(name, "weight_init", weight_init)
         self.bias_init = init.get(name, "bias_init", bias_init)
-        self.activation = activation_layer(name, activation)
+        self._set_activation(name, activation)
         self.weight = self.bias = None
 
     def infer(self, input_shape):
         if self.in_features is None:
             if len(input_shape) != 2:
                 raise self.fail(input_shape, "(N, features)")
-            positive_int(repr(self), "in_features", int(input_shape[1]))
+            positive_int(self.label(), "in_features", int(input_shape[1]))
             self.in_features = int(input_shape[1])
         return self.output_shape(input_shape)
 
@@ -75,7 +75,7 @@ class Dense(Activated, Layer):
         return f"{'?' if self.in_features is None else self.in_features}->{self.out_features}"
 
     def describe(self) -> str:
-        return repr(self) + self._activation_text()
+        return self.label() + self._activation_text()
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.use_bias,

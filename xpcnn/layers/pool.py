@@ -24,7 +24,7 @@ class _Pool2D(Layer):
         check_ndim(self, input_shape, 4, "(N, C, H, W)")
         ph, pw = self.padding
         try:
-            oh, ow = checks.check_window(repr(self), input_shape, self.kernel_size, self.stride, (ph, ph, pw, pw))
+            oh, ow = checks.check_window(self.label(), input_shape, self.kernel_size, self.stride, (ph, ph, pw, pw))
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         return (input_shape[0], input_shape[1], oh, ow)
@@ -60,7 +60,10 @@ class AvgPool2D(_Pool2D):
 
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__(kernel_size, stride, padding)
-        self.count_include_pad = count_include_pad
+        self.count_include_pad = checks.flag(f"AvgPool2D({kernel_size})", "count_include_pad", count_include_pad)
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.count_include_pad else ", count_include_pad=False")
 
     def forward(self, x):
         self._ensure_built(x)
@@ -76,7 +79,8 @@ class AvgPool2D(_Pool2D):
 
 
 class GlobalAvgPool2D(Layer):
-    """(N, C, H, W) -> (N, C): the mean of each feature map (average pooling over the whole map)."""
+    """(N, C, H, W) -> (N, C): the mean of each feature map, one reduction over (H, W).
+    Backward: dx = broadcast(dy / (H W)) over each map, a broadcast view (read-only on NumPy)."""
 
     def output_shape(self, input_shape):
         check_ndim(self, input_shape, 4, "(N, C, H, W)")
@@ -85,9 +89,10 @@ class GlobalAvgPool2D(Layer):
     def forward(self, x):
         self._ensure_built(x)
         self.check_input(x)
-        y, self.cache = avg_pool2d_forward(x, (x.shape[2], x.shape[3]))
-        return array_api_compat.array_namespace(y).reshape(y, (x.shape[0], x.shape[1]))
+        self.cache = tuple(x.shape)
+        return array_api_compat.array_namespace(x).mean(x, axis=(2, 3))
 
     def backward(self, dy, need_dx=True):
         xp = array_api_compat.array_namespace(dy)
-        return avg_pool2d_backward(xp.reshape(dy, (dy.shape[0], dy.shape[1], 1, 1)), self.cache)
+        n, c, h, w = self.cache
+        return xp.broadcast_to(xp.reshape(dy * (1.0 / (h * w)), (n, c, 1, 1)), (n, c, h, w))

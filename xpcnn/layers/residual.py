@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Layer, layer_spec
+from .base import Layer, claim, layer_spec
 
 
 class Residual(Layer):
@@ -22,6 +22,7 @@ class Residual(Layer):
                 raise TypeError(f"Residual: {name} must be an xpcnn layer or Sequential, got {type(value).__name__}")
         if block is None:
             raise TypeError("Residual: block must be an xpcnn layer or Sequential, got None")
+        claim("Residual", self, [("block", block)] + ([] if shortcut is None else [("shortcut", shortcut)]))
         self.block, self.shortcut = block, shortcut
 
     def children(self):

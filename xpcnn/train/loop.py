@@ -16,11 +16,13 @@ import contextlib
 import functools
 import inspect
 import math
+import operator
 import os
 import pathlib
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 
 import array_api_compat
@@ -32,19 +34,30 @@ from .. import functional as F
 from ..backend import device_copy, to_numpy
 from ..callbacks import Callback, EpochPrinter
 from ..checks import positive_int
-from ..optim import OPTIMIZERS, LRScheduler, Optimizer, clip_grad_norm as clip_gradients
+from ..optim import (OPTIMIZERS, CosineAnnealingLR, LRScheduler, Optimizer, ReduceLROnPlateau, StepLR,
+                     clip_grad_norm as clip_gradients)
 from .batches import batches, bounds, feed
 
 LOSSES: dict[str, Callable] = {"cross_entropy": F.softmax_cross_entropy, "mse": F.mse_loss}
+
+# fit(scheduler=NAME): a schedule of xpcnn.optim for (optimizer, epochs, has validation data)
+SCHEDULES: dict[str, Callable] = {
+    "cosine": lambda optimizer, epochs, validated: CosineAnnealingLR(optimizer, T_max=epochs),
+    "step": lambda optimizer, epochs, validated: StepLR(optimizer, step_size=max(1, epochs // 3)),
+    "plateau": lambda optimizer, epochs, validated: ReduceLROnPlateau(
+        optimizer, monitor="val_loss" if validated else "loss"),
+}
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the model holds the weights of the last complete epoch."""
 
 
-class History:
-    """Per-epoch metrics: ``history["loss"]``, ``history["val_accuracy"]``, ... and ``history.epochs``;
-    ``history.optimizer`` is the optimizer that trained (the one fit made for a name such as "adam")."""
+class History(Mapping):
+    """Per-epoch metrics, a read-only mapping of metric name to list: ``history["loss"]``,
+    ``"val_accuracy" in history``, ``dict(history)``, ``len(history)``; also ``history.history`` (the dict
+    itself), ``history.epochs`` and ``history.optimizer``, the optimizer that trained (the one fit made
+    for a name such as "adam")."""
 
     def __init__(self, history: dict[str, list] | None = None):
         self.history: dict[str, list] = {key: list(values) for key, values in (history or {}).items()}
@@ -60,6 +73,12 @@ class History:
 
     def __getitem__(self, key: str) -> list:
         return self.history[key]
+
+    def __iter__(self):
+        return iter(self.history)
+
+    def __len__(self) -> int:
+        return len(self.history)
 
     def __repr__(self) -> str:
         return f"History({self.history})"
@@ -107,10 +126,22 @@ def _batch_loss(loss_fn: Callable) -> Callable:
     return loss_fn
 
 
-def _check_data(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(to_numpy(x)), np.asarray(to_numpy(y))
+def _check_x(name: str, model, x: Any) -> np.ndarray:
+    """x on the host, refused as ``model(x)`` refuses it: a dtype other than float32/float64 (uint8 images,
+    bool, float16, complex) is an error, not a silent cast."""
+    x = np.asarray(to_numpy(x))
+    if x.dtype.kind != "f" or x.dtype.itemsize < 4:
+        raise TypeError(f"{name}: x must have dtype float32 or float64 (the model computes in {model.dtype}), "
+                        f"got dtype {x.dtype}; convert images with x.astype('float32') / 255")
+    return x
+
+
+def _check_data(name: str, model, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _check_x(name, model, x), np.asarray(to_numpy(y))
     if x.ndim < 2 or len(x) == 0:
         raise ValueError(f"{name}: x must be a non-empty batch of samples, got shape {x.shape}")
+    if y.ndim == 0:
+        raise TypeError(f"{name}: y must be an array of labels or targets, one per sample, got {y.tolist()!r}")
     if len(y) != len(x):
         raise ValueError(f"{name}: x has {len(x)} samples but y has {len(y)}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -122,7 +153,14 @@ def _check_data(name: str, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_targets(name: str, model, x: np.ndarray, y: np.ndarray, loss_fn: Callable) -> None:
-    """Every label in range (or every target of the output's shape) before any work is done."""
+    """Every label in range (or every target of the output's shape) before any work is done: a built-in
+    loss's targets are checked here, before the first batch changes anything (BatchNorm's statistics)."""
+    if loss_fn is F.mse_loss:
+        out = (len(x),) + tuple(model.output_shape(tuple(x.shape)))[1:]
+        if y.dtype.kind != "f" or y.shape != out:
+            raise ValueError(f"{name}: loss 'mse' needs float targets of the output's shape {out}, "
+                             f"got dtype {y.dtype} and shape {y.shape}")
+        return
     if loss_fn is not F.softmax_cross_entropy:
         return
     classes = model.output_shape(tuple(x.shape))[-1]
@@ -170,12 +208,30 @@ def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, los
         log_every: int = 50, distributed: bool = False) -> History:
     """Train ``model`` on host arrays ``x`` (N, C, H, W) and ``y`` (labels (N,) or targets).
 
-    ``optimizer`` is an :mod:`xpcnn.optim` optimizer, or a name (``"sgd"``, ``"adam"``, ...) with ``lr``
+    ``x`` must be float32 or float64, as ``model(x)`` demands (fit, evaluate and predict refuse uint8,
+    bool, float16 and complex rather than cast them: ``x.astype("float32") / 255`` for images); a lazy
+    model given ``(N, H, W, 1|3)`` data warns that it looks like NHWC. ``y``: integer labels ``(N,)`` or
+    probability rows ``(N, K)`` for ``loss="cross_entropy"``; float targets of the output's shape for
+    ``loss="mse"``; all checked on the host before the first batch. ``loss`` may also be a function
+    ``loss(logits, y_batch) -> (loss, dlogits)``: a 0-d array of the mean loss over the batch and its
+    gradient with respect to ``logits`` (same shape), both on the model's backend.
+
+    ``optimizer`` is an :mod:`xpcnn.optim` optimizer over this model's parameters (all of them, or a subset
+    when some are frozen; another model's are refused), or a name (``"sgd"``, ``"adam"``, ...) with ``lr``
     (default: the optimizer's own default; 0.01 for SGD): a fresh one over ``model.parameters()``,
     found afterwards as ``history.optimizer``. ``validation_split=0.1`` holds out the last tenth of
     ``x``/``y`` (before any shuffling, as Keras does) as validation data. ``clip_grad_norm=c`` scales
-    each step's gradients to a global norm of at most c, on the device. A ``scheduler`` that needs a
-    metric (:class:`~xpcnn.optim.ReduceLROnPlateau`) is stepped with the epoch's ``logs[monitor]``.
+    each step's gradients to a global norm of at most c, on the device. ``scheduler`` is a schedule of
+    :mod:`xpcnn.optim` over that optimizer, or a name: ``"cosine"`` (CosineAnnealingLR, ``T_max=epochs``),
+    ``"step"`` (StepLR, ``step_size=max(1, epochs // 3)``, ``gamma=0.1``) or ``"plateau"``
+    (ReduceLROnPlateau on ``"val_loss"``, or ``"loss"`` without validation data). A ``scheduler`` that
+    needs a metric is stepped with the epoch's ``logs[monitor]``.
+
+    ``seed`` (an int >= 0) fixes the shuffling and augmentation; without it they are drawn from the
+    model's own generator, so ``Sequential(..., seed=0)`` followed by ``fit`` repeats exactly.
+    ``batch_size``, ``epochs`` and ``log_every`` are positive ints (NumPy integers too). ``callbacks`` is a
+    list of :class:`~xpcnn.callbacks.Callback` objects. Returns a :class:`History`, a read-only mapping of
+    metric name to per-epoch list.
 
     ``distributed=True`` (or a :class:`~xpcnn.distributed.DistributedOptimizer`), in a program started by
     ``mpiexec``: data-parallel training. ``batch_size`` is the global batch; each process takes its slice
@@ -201,7 +257,13 @@ def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, los
     and are read together, in one transfer, every ``log_every`` steps and at the end of each epoch
     (the progress bar advances every step and refreshes its figures at those reads). A NaN or
     infinite loss found at a read stops training with :class:`TrainingDiverged`, the model and
-    optimizer restored from a device-side copy taken at the start of the epoch.
+    optimizer restored from a device-side copy taken at the start of the epoch; the read at an epoch's
+    end also tells whether every parameter and buffer is finite (the last step's update comes after its
+    loss), so a divergence there stops training before any callback runs or saves: a
+    :class:`~xpcnn.callbacks.ModelCheckpoint` keeps the last good epoch.
+
+    Modes: a fit that completes leaves the model in training mode (as Keras and PyTorch loops do); a fit
+    that fails (bad arguments, a divergence, Ctrl-C) leaves it in the mode it was called in.
     """
     distributed = distributed or isinstance(optimizer, D.DistributedOptimizer)
     # in a distributed fit an error on one process (bad data there, say) must end every process, not leave
@@ -211,15 +273,26 @@ def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, los
         if isinstance(optimizer, D.DistributedOptimizer):
             stepper, optimizer, distributed = optimizer, optimizer.optimizer, True
         _check_optimizer(optimizer, lr)
-        callbacks = list(callbacks)
-        positive_int("fit", "epochs", epochs)
-        positive_int("fit", "log_every", log_every)
+        callbacks = _check_callbacks(callbacks)
+        epochs = positive_int("fit", "epochs", epochs)
+        batch_size = positive_int("fit", "batch_size", batch_size)
+        log_every = positive_int("fit", "log_every", log_every)
+        seed = _check_seed(seed)
         if verbose not in (0, 1, True, False):
             raise ValueError(f"fit: verbose must be 0 (silent) or 1 (a line per epoch), got {verbose!r}")
         if clip_grad_norm is not None and not _positive_number(clip_grad_norm):
             raise ValueError(f"fit: clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
+        if scheduler is not None and not isinstance(scheduler, (str, LRScheduler)):
+            raise TypeError(f"fit: scheduler must be an xpcnn.optim schedule or one of {', '.join(SCHEDULES)}, "
+                            f"got {type(scheduler).__name__}")
+        if isinstance(scheduler, str) and scheduler not in SCHEDULES:
+            raise ValueError(f"fit: scheduler must be an xpcnn.optim schedule or one of {', '.join(SCHEDULES)}, "
+                             f"got {scheduler!r}")
+        if validation_data is not None and (not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
+            raise ValueError(f"fit: validation_data must be a pair (x, y), got "
+                             f"{_describe(validation_data)}")
         loss_fn = _loss_function(loss)
-        x, y = _check_data("fit", x, y)
+        x, y = _check_data("fit", model, x, y)
         if validation_split is not None:
             x, y, validation_data = _split(x, y, validation_split, validation_data)
         for watcher in [scheduler, *callbacks]:
@@ -228,16 +301,25 @@ def fit(model, x, y, *, optimizer: Optimizer | str, lr: float | None = None, los
                 raise ValueError(f"fit: {type(watcher).__name__} monitors {watcher.monitor!r}, which needs "
                                  "validation_data or validation_split (or monitor='loss')")
         if not model.built:
+            _warn_if_channels_last("fit", x.shape)
             model.build(tuple(int(s) for s in x.shape[1:]))
         _check_targets("fit", model, x, y, loss_fn)
         if isinstance(optimizer, str):
             optimizer = OPTIMIZERS[optimizer](model.parameters(), lr=_default_lr(optimizer) if lr is None else lr)
-        if distributed:
-            return _fit_distributed(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data,
-                                    shuffle, seed, callbacks, progress, scheduler, clip_grad_norm, augment, resume,
-                                    verbose, log_every)
-        return _fit(model, x, y, optimizer, None, loss_fn, epochs, batch_size, validation_data, shuffle, seed, callbacks,
-                    progress, scheduler, clip_grad_norm, augment, resume, verbose, log_every)
+        _check_owned(model, optimizer, scheduler)
+        if isinstance(scheduler, str):
+            scheduler = SCHEDULES[scheduler](optimizer, epochs, validation_data is not None)
+        was_training = model.training
+        try:
+            if distributed:
+                return _fit_distributed(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size,
+                                        validation_data, shuffle, seed, callbacks, progress, scheduler,
+                                        clip_grad_norm, augment, resume, verbose, log_every)
+            return _fit(model, x, y, optimizer, None, loss_fn, epochs, batch_size, validation_data, shuffle, seed,
+                        callbacks, progress, scheduler, clip_grad_norm, augment, resume, verbose, log_every)
+        except BaseException:
+            model.train(was_training)       # a failed fit leaves the model in the mode it came in
+            raise
 
 
 def _fit_distributed(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed,
@@ -248,9 +330,21 @@ def _fit_distributed(model, x, y, optimizer, stepper, loss_fn, epochs, batch_siz
     if model.noise is not None:
         model.set_noise(model.noise.split(D.rank()))
     stepper = stepper if stepper is not None else D.DistributedOptimizer(optimizer)
-    return _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed,
-                callbacks, progress, scheduler, clip_grad_norm, augment, resume, verbose if D.is_main() else 0,
-                log_every, shard=(D.rank(), D.size()))
+    try:
+        return _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed,
+                    callbacks, progress, scheduler, clip_grad_norm, augment, resume, verbose if D.is_main() else 0,
+                    log_every, shard=(D.rank(), D.size()))
+    finally:
+        D.set_global_batch(None)
+
+
+def _agree_across_processes(x, validation_data, epochs, start_epoch, batch_size, shuffle, log_every) -> None:
+    """What every process must share, or the collectives would not pair up (a hang, an MPI abort, or shards
+    that overlap): one exchange, one Disagreement on every process naming the first difference."""
+    D.agree("fit", {"epochs": epochs, "the epoch resumed from": start_epoch, "batch_size": batch_size,
+                    "len(x)": len(x), "the sample shape": tuple(x.shape[1:]), "x.dtype": str(x.dtype),
+                    "shuffle": bool(shuffle), "log_every": log_every,
+                    "len(validation data)": None if validation_data is None else len(validation_data[0])})
 
 
 def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validation_data, shuffle, seed, callbacks,
@@ -259,14 +353,17 @@ def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validatio
     with ``shard=(rank, size)``), else the optimizer itself."""
     stepper = stepper if stepper is not None else optimizer
     if validation_data is not None:
-        validation_data = _check_data("fit (validation_data)", *validation_data)
+        validation_data = _check_data("fit (validation_data)", model, *validation_data)
         _check_targets("fit (validation_data)", model, *validation_data, loss_fn)
+    if seed is None and shard is None:      # Sequential(seed=...) then fit(...) shuffles alike on every run
+        seed = int(model.rng.integers(2**63))
     rng = np.random.default_rng(seed)
     history = History()
     start_epoch = 0
     if resume is not None:
         start_epoch, history = _resume(model, optimizer, scheduler, rng, resume)
     if shard is not None:
+        _agree_across_processes(x, validation_data, epochs, start_epoch, batch_size, shuffle, log_every)
         D.broadcast_parameters(model, optimizer=optimizer)
     history.optimizer = optimizer
     trainer = Trainer(model, optimizer, scheduler, loss_fn, epochs, rng, history)
@@ -295,6 +392,8 @@ def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validatio
         steps = [stop - start for start, stop, _, _ in bounds(len(x), batch_size, shard)]   # global batch sizes
         for index, (xb, yb) in enumerate(data.batches(batch_size, shuffle=shuffle, rng=rng, augment=augment,
                                                       shard=shard)):
+            if shard is not None:
+                D.set_global_batch(steps[index])           # SyncBatchNorm2D's counts, known on the host
             logits = model(xb)
             batch_loss, dlogits = step_loss(logits, yb)
             if shard is not None and int(xb.shape[0]) * shard[1] != steps[index]:
@@ -312,15 +411,21 @@ def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validatio
             if bar is not None:
                 bar.update(steps[index])
             if (index + 1) % log_every == 0 or index + 1 == len(steps):
-                mean_loss, accuracy = sums.read()
-                if not math.isfinite(mean_loss):
+                # at an epoch's end the same read says whether the weights are finite (the last step's
+                # update comes after its loss), before any callback sees them or saves them
+                mean_loss, accuracy = sums.read(model if index + 1 == len(steps) else None)
+                if not math.isfinite(mean_loss) or not sums.weights_finite:
                     _restore(model, optimizer, snapshot)
                     if bar is not None:
                         bar.close()
+                    what = (f"the loss became {mean_loss}" if not math.isfinite(mean_loss)
+                            else "the weights became NaN or infinite")
+                    every = "every step" if log_every == 1 else f"every {log_every} steps"
+                    before = f"the end of epoch {epoch - 1}" if epoch > 1 else "its state before training"
                     raise TrainingDiverged(
-                        f"fit: the loss became {mean_loss} by epoch {epoch}, batch {index + 1} (losses are read every "
-                        f"{log_every} steps and at each epoch's end); the model was restored to the end of epoch "
-                        f"{epoch - 1}. Try a lower learning rate (now {optimizer.lr:g}).")
+                        f"fit: {what} by epoch {epoch}, batch {index + 1} (losses are read {every} and at each "
+                        f"epoch's end); the model was restored to {before}. Try a lower learning rate "
+                        f"(now {optimizer.lr:g}).")
                 if bar is not None:  # tqdm shows the rate itself, in images per second
                     bar.set_postfix(loss=f"{mean_loss:.4f}", acc="-" if accuracy is None else f"{accuracy:.3f}")
         if bar is not None:
@@ -343,6 +448,8 @@ def _fit(model, x, y, optimizer, stepper, loss_fn, epochs, batch_size, validatio
         history.append(logs)
         for callback in callbacks:
             callback.on_epoch_end(trainer, epoch, logs)
+        if shard is not None:                              # one process's callback stopping stops them all
+            trainer.stop_training = D.any_process(trainer.stop_training)
         if trainer.stop_training:
             break
     for callback in callbacks:
@@ -364,6 +471,58 @@ def _check_optimizer(optimizer, lr) -> None:
     if lr is not None:
         raise ValueError(f"fit: lr= goes with an optimizer given by name; set lr on the {type(optimizer).__name__} "
                          f"itself (it has lr={optimizer.lr:g})")
+
+
+def _check_callbacks(callbacks) -> list:
+    """Callbacks as a list; each a Callback, or an object with its three hooks (ReduceLROnPlateau)."""
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"fit: callbacks must be a list of Callback objects, got {_describe(callbacks)}")
+    callbacks = list(callbacks)
+    for index, callback in enumerate(callbacks):
+        if not all(callable(getattr(callback, hook, None)) for hook in ("on_train_begin", "on_epoch_end",
+                                                                          "on_train_end")):
+            raise TypeError(f"fit: callbacks[{index}] must be an xpcnn.callbacks.Callback (subclass it and define "
+                            f"on_epoch_end), got {_describe(callback)}")
+    return callbacks
+
+
+def _check_seed(seed):
+    """None, or an int >= 0 (NumPy integers too), as numpy.random.default_rng takes it."""
+    if seed is None:
+        return None
+    try:
+        value = operator.index(seed) if not isinstance(seed, bool) else -1
+    except TypeError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"fit: seed must be None or an int >= 0, got {seed!r}")
+    return value
+
+
+def _check_owned(model, optimizer, scheduler) -> None:
+    """An optimizer over another model's parameters would train nothing: refuse it (a subset is fine:
+    frozen layers left out)."""
+    own = {id(p) for p in model.parameters()}
+    foreign = sum(id(p) not in own for p in optimizer.params)
+    if foreign:
+        raise ValueError(f"fit: the optimizer holds {foreign} parameter(s) that are not this model's; make it "
+                         f"from this model: {type(optimizer).__name__}(model.parameters(), ...)")
+    if isinstance(scheduler, LRScheduler) and scheduler.optimizer is not optimizer:
+        raise ValueError(f"fit: the scheduler's optimizer is not the optimizer fit trains with; make the "
+                         f"{type(scheduler).__name__} from that optimizer")
+
+
+def _warn_if_channels_last(name: str, shape: tuple) -> None:
+    """(N, 32, 32, 3) read as NCHW would be 32 channels of 32x3 pixels: almost surely channels-last data."""
+    if len(shape) == 4 and shape[3] in (1, 3) and shape[1] >= 8 and shape[1] == shape[2]:
+        warnings.warn(f"{name}: x has shape {tuple(shape)}, which looks like NHWC (channels last); xpcnn takes "
+                      f"NCHW (N, C, H, W), so this trains on {shape[1]} channels: use x.transpose(0, 3, 1, 2)", UserWarning, stacklevel=4)
+
+
+def _describe(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return repr(value) if isinstance(value, (int, float, str, type(None))) else f"a {type(value).__name__}"
 
 
 def _positive_number(value) -> bool:
@@ -397,6 +556,7 @@ class _RunningSums:
     def __init__(self, summed: bool = False):
         self.loss = self.correct = None
         self.seen, self.counted, self.summed = 0, True, summed
+        self.weights_finite = True
 
     def add(self, batch_loss, correct, n: int) -> None:
         weighted = batch_loss * n
@@ -407,15 +567,28 @@ class _RunningSums:
             self.correct = correct if self.correct is None else self.correct + correct
         self.seen += n
 
-    def read(self) -> tuple[float, float | None]:
-        """(mean loss, accuracy or None) over the batches so far."""
+    def read(self, model=None) -> tuple[float, float | None]:
+        """(mean loss, accuracy or None) over the batches so far; with ``model``, the same transfer brings
+        whether its parameters and buffers are all finite (:attr:`weights_finite`)."""
         xp = array_api_compat.array_namespace(self.loss)
         values = [self.loss] + ([xp.astype(self.correct, self.loss.dtype)] if self.counted else [])
+        if model is not None:
+            values.append(_nonfinite_count(model, xp, self.loss))
         host = to_numpy(xp.stack(values))
         seen = self.seen
         if self.summed:
             *host, seen = D.all_sum([*host.tolist(), seen])
+        if model is not None:
+            self.weights_finite = float(host[-1]) == 0
         return float(host[0]) / seen, (float(host[1]) / seen if self.counted else None)
+
+
+def _nonfinite_count(model, xp, like) -> Any:
+    """On the device, as a 0-d array of ``like``'s dtype: how many parameters and float buffers hold a NaN
+    or an infinity (nothing is read here)."""
+    arrays = [p.data for p in model.parameters()] + [value for _, value in model.named_buffers()]
+    flags = [xp.astype(xp.any(~xp.isfinite(a)), like.dtype) for a in arrays if xp.isdtype(a.dtype, "real floating")]
+    return xp.sum(xp.stack(flags)) if flags else xp.zeros_like(like)
 
 
 def _snapshot(model, optimizer):
@@ -441,7 +614,7 @@ def _resume(model, optimizer, scheduler, rng, resume):
         scheduler_state = None if resume.scheduler is None else resume.scheduler.state_dict()
         epoch, history, data_rng = resume.epoch, resume.history, resume.data_rng_state
     else:
-        saved = ckpt.read(resume)
+        saved = ckpt.read(resume, expected=lambda spec: _expected_entries(model, optimizer))
         model_state, model_rng, optimizer_state = saved.model_state, saved.model_rng, saved.optimizer
         noise = saved.noise
         scheduler_state, epoch, history, data_rng = saved.scheduler, saved.epoch, saved.history, saved.data_rng_state
@@ -461,12 +634,20 @@ def _resume(model, optimizer, scheduler, rng, resume):
     return epoch, History(history)
 
 
+def _expected_entries(model, optimizer) -> tuple[dict[str, tuple], list[str]]:
+    """What a checkpoint of this run may hold (:func:`xpcnn.checkpoint.read` refuses larger entries unread): the
+    model's arrays, and the optimizer's state numbered in the optimizer's own parameter order."""
+    shapes, _ = ckpt.state_shapes(model)
+    keys = {id(param): key for key, param in model.named_parameters()}
+    return shapes, [keys[id(param)] for param in optimizer.params]
+
+
 def evaluate(model, x, y, *, loss: str | Callable = "cross_entropy", batch_size: int = 256) -> dict:
     """Mean loss (and accuracy, for class labels) over ``x``, in evaluation mode. The sums stay on the
     device and are read once, at the end."""
     loss_fn = _loss_function(loss)
-    x, y = _check_data("evaluate", x, y)
-    positive_int("evaluate", "batch_size", batch_size)
+    x, y = _check_data("evaluate", model, x, y)
+    batch_size = positive_int("evaluate", "batch_size", batch_size)
     _check_targets("evaluate", model, x, y, loss_fn)
     return _evaluate(model, feed(x, y, backend=model.backend, dtype=model.dtype), loss_fn, batch_size)
 
@@ -491,11 +672,15 @@ def predict(model, x, *, batch_size: int = 256, probabilities: bool = False) -> 
     output then has no batch axis either. A sample is recognised by the model's input shape when known
     (``input_shape=``/``build``/a first batch: one axis fewer), else by the rank the layers take.
     """
-    positive_int("predict", "batch_size", batch_size)
-    x = np.asarray(to_numpy(x))
+    batch_size = positive_int("predict", "batch_size", batch_size)
+    x = _check_x("predict", model, x)
     single = _is_single_sample(model, x)
     if single:
         x = x[None, ...]
+    if x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"predict: x must be a non-empty batch of samples (or one sample), got shape {x.shape}")
+    if not model.built:
+        _warn_if_channels_last("predict", x.shape)
     with model.evaluating():
         outputs = []
         for xb, _ in batches(x, None, batch_size, backend=model.backend, dtype=model.dtype):
