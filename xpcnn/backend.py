@@ -432,6 +432,12 @@ def on_gpu(array: Any) -> bool:
     return getattr(device, "type", None) == "cuda" or "gpu" in str(getattr(device, "platform", "")).lower()
 
 
+def host_memory(array: Any) -> bool:
+    """Whether ``array`` is a NumPy array: host memory, where reading a value back costs no transfer and no
+    wait (an op may then look at its data to skip work, as max pooling's NaN test)."""
+    return _compat.is_numpy_array(array)
+
+
 def launch_bound(array: Any) -> bool:
     """Whether ops on ``array`` take their few-launch forms (one stacked max-pool reduction, one matrix
     product for the conv input gradient, selects instead of mask products), per ``xpcnn.config``'s

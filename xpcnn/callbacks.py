@@ -9,14 +9,13 @@ import csv
 import io
 import json
 import math
-import numbers
 import os
 import pathlib
 import sys
 
 from ._files import atomic_write_bytes
 from .checkpoint import check_writable
-from .checks import monitor_mode
+from .checks import integral, monitor_mode
 from .cores import CoreShare
 from .optim import ReduceLROnPlateau
 
@@ -45,9 +44,9 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0,
                  restore_best_weights: bool = True, mode: str = "auto"):
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
+        if integral(patience) is None or patience < 0:
             raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
-        self.monitor, self.patience, self.min_delta = monitor, int(patience), abs(min_delta)
+        self.monitor, self.patience, self.min_delta = monitor, integral(patience), abs(min_delta)
         self.restore_best_weights = restore_best_weights
         self.mode = monitor_mode("EarlyStopping", monitor, mode)
         self.sign = 1.0 if self.mode == "max" else -1.0

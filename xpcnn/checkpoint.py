@@ -109,7 +109,9 @@ def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None
         meta["scheduler"] = {**scheduler.state_dict(), "config": scheduler.config()}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # stored, not deflated: weights and optimizer moments are close to random bits (compression saves ~8 %
+    # of a LeNet checkpoint and takes 20x as long: 0.15 s against 0.007 s, once per epoch of `xpcnn train`)
+    np.savez(buffer, **arrays)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -112,11 +112,8 @@ def check_same_device(op: str, x: Any, name: str, other: Any) -> None:
 def positive_int(owner: str, name: str, value: Any) -> int:
     """An int of at least 1 (a NumPy integer is one, a bool is not), as an int; else a ValueError naming the
     owner and the argument."""
-    try:
-        number = operator.index(value) if not isinstance(value, bool) else 0
-    except TypeError:
-        number = 0
-    if number < 1:
+    number = integral(value)
+    if number is None or number < 1:
         raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
     return number
 

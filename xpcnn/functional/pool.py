@@ -14,7 +14,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks
-from ..backend import constant, launch_bound
+from ..backend import constant, host_memory, launch_bound
 from . import _windows
 
 
@@ -77,6 +77,21 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
             argmax = xp.where(y == -float("inf"), xp.astype(first_real, argmax.dtype), argmax)
         return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
                                                            argmax=argmax, dtype=x.dtype)
+    # NumPy arrays are host memory, where one look for a NaN costs a pass over y, not a read of a device:
+    # their loop skips the NaN test per kernel offset, and is rerun with it only when y holds a NaN
+    look_after = host_memory(x)
+    y, argmax = _running_max(xp, x_pad, kernel, stride, out_hw, index_dtype, first_real, nan_test=not look_after)
+    if look_after and bool(xp.any(xp.isnan(y))):
+        y, argmax = _running_max(xp, x_pad, kernel, stride, out_hw, index_dtype, first_real, nan_test=True)
+    if kernel == (1, 1):
+        y = y + 0.0  # a fresh array, not a view of x
+    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
+                                                       argmax=argmax, dtype=x.dtype)
+
+
+def _running_max(xp, x_pad, kernel, stride, out_hw, index_dtype, first_real, nan_test: bool):
+    """The maximum over the kernel offsets and its window index (the loop form); without ``nan_test`` a NaN
+    does not take the index over (right only for windows without NaN)."""
     y = argmax = None
     for k, rows, cols in _windows.offsets(kernel, stride, (1, 1), out_hw):
         window = x_pad[:, rows, cols, :]
@@ -89,13 +104,10 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
             continue
         # argmax <- k where larger or NaN; k exceeds every earlier index, so a maximum does the select
         # (a padded cell is -inf: never larger, never NaN)
-        takes = (window > y) | xp.isnan(window)
+        takes = (window > y) | xp.isnan(window) if nan_test else window > y
         argmax = xp.maximum(argmax, xp.astype(takes, index_dtype) * k)
         y = xp.maximum(y, window)
-    if kernel == (1, 1):
-        y = y + 0.0  # a fresh array, not a view of x
-    return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
-                                                       argmax=argmax, dtype=x.dtype)
+    return y, argmax
 
 
 def _cell_scores(xp, windows, y, index_dtype):

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import inspect
 import math
-import operator
 import os
 import pathlib
 import sys
@@ -33,7 +32,7 @@ from .. import distributed as D
 from .. import functional as F
 from ..backend import device_copy, to_numpy
 from ..callbacks import Callback, EpochPrinter
-from ..checks import positive_int
+from ..checks import integral, positive_int
 from ..optim import (OPTIMIZERS, CosineAnnealingLR, LRScheduler, Optimizer, ReduceLROnPlateau, StepLR,
                      clip_grad_norm as clip_gradients)
 from .batches import batches, bounds, feed
@@ -490,11 +489,8 @@ def _check_seed(seed):
     """None, or an int >= 0 (NumPy integers too), as numpy.random.default_rng takes it."""
     if seed is None:
         return None
-    try:
-        value = operator.index(seed) if not isinstance(seed, bool) else -1
-    except TypeError:
-        value = -1
-    if value < 0:
+    value = integral(seed)
+    if value is None or value < 0:
         raise ValueError(f"fit: seed must be None or an int >= 0, got {seed!r}")
     return value
 
