@@ -229,14 +229,11 @@ def run_case(case: Case, backend, torch, device, repeat: int, warmup: int) -> Re
 
 def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dict:
     """Peak traced host memory of a conv forward + backward (NumPy allocations are traced by tracemalloc)."""
-    from xpcnn.functional import conv as conv_module
     rng = np.random.default_rng(0)
     x = to_backend(rng.standard_normal((n, 32, 28, 28)).astype(np.float32), backend)
     w = to_backend((rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np.float32), backend)
-    previous = conv_module.get_workspace_limit()
-    if workspace_mb is not None:
-        conv_module.set_workspace_limit(int(workspace_mb * 2**20))
-    try:
+    limit = {} if workspace_mb is None else {"conv_workspace_bytes": int(workspace_mb * 2**20)}
+    with config.using(**limit):
         tracemalloc.start()
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
@@ -244,8 +241,6 @@ def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dic
         F.conv2d_backward(y, cache)
         peak = tracemalloc.get_traced_memory()[1] - base
         tracemalloc.stop()
-    finally:
-        conv_module.set_workspace_limit(previous)
     io_bytes = 2 * (x.size + y.size) * 4     # x and dx, y and dy
     return {"batch": n, "workspace_mb": workspace_mb, "peak_mb": peak / 2**20, "inputs_outputs_mb": io_bytes / 2**20}
 
@@ -273,8 +268,9 @@ READINESS_MODELS = (("LeNet b64", lenet, (1, 28, 28), 64, 64), ("VGG-small b32",
 def readiness(torch, models=READINESS_MODELS) -> list[dict]:
     """GPU-readiness figures of a training step on the torch backend (CPU tensors count exactly as GPU ones):
     device-to-host reads per step and per fit batch, host-to-device copies per step, kernel launches per
-    step against torch.nn + autograd + torch.optim.Adam(foreach=True) for the same model."""
-    from xpcnn.testing import KernelLaunches, MaskIndexSyncs, Transfers
+    step against torch.nn + autograd + torch.optim.Adam(foreach=True) for the same model, and the step's kernels,
+    host-to-device copies and syncs priced by CuPy's rules (xpcnn.testing.CupyCosts)."""
+    from xpcnn.testing import CupyCosts, KernelLaunches, MaskIndexSyncs, Transfers
     from xpcnn.train.loop import _batch_loss
     rows = []
     for name, builder, shape, n, fit_n in models:
@@ -293,10 +289,11 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
             model.backward(dlogits, input_grad=False)
             optimizer.step()
 
-        step()
+        with config.using(few_launches="on"):
+            step()                                          # warm-up on the path that is counted
         # the path a GPU takes (few_launches is "auto": on for GPUs), counted on CPU tensors
-        with Transfers() as transfers, MaskIndexSyncs() as masks, KernelLaunches() as launches, \
-                config.using(few_launches="on"):
+        with CupyCosts() as cupy, Transfers() as transfers, MaskIndexSyncs() as masks, \
+                KernelLaunches() as launches, config.using(few_launches="on"):
             step()
         batches = 60                                       # an epoch of 60 batches at fit's default log_every
         data_x, data_y = np.repeat(x[:fit_n], batches, axis=0), np.repeat(y[:fit_n], batches)
@@ -323,7 +320,9 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
                      "writes_per_fit_batch_host": host_fitting.writes / batches, "launches_per_step": launches.count,
                      "torch_launches_per_step": twin_launches.count,
                      "launch_ratio": launches.count / twin_launches.count,
-                     "top_ops": dict(launches.by_op.most_common(8))})
+                     "top_ops": dict(launches.by_op.most_common(8)), "cupy_kernels_per_step": cupy.kernels,
+                     "cupy_copies_per_step": cupy.copies, "cupy_syncs_per_step": cupy.syncs,
+                     "cupy_top_ops": dict(cupy.by_op.most_common(8)), "cupy_copies_by_op": dict(cupy.copies_by_op)})
     return rows
 
 
@@ -379,16 +378,22 @@ def readiness_markdown(rows: list[dict]) -> list[str]:
     lines = ["## GPU readiness (torch backend, counted with torch's dispatch modes)", "",
              "| model | D2H reads / step | host-data tensors / step | mask-index syncs / step | D2H reads / fit batch "
              "| H2D copies / fit batch, data on device | H2D copies / fit batch, data on host | kernel launches / step "
-             "| PyTorch's | ratio |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| PyTorch's | ratio | CuPy-priced kernels / step | CuPy-priced H2D copies / step | CuPy-priced syncs / step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['reads_per_step']} | {r['writes_per_step']} | {r['mask_syncs_per_step']} | "
                      f"{r['reads_per_fit_batch']:.3f} | "
                      f"{r['writes_per_fit_batch']:.3f} | {r['writes_per_fit_batch_host']:.0f} | "
                      f"{r['launches_per_step']} | {r['torch_launches_per_step']} | "
-                     f"{r['launch_ratio']:.1f} |")
-    lines += ["", "Most frequent xpcnn kernels per step: " + "; ".join(
-        f"{r['model']}: " + ", ".join(f"{op} {count}" for op, count in r["top_ops"].items()) for r in rows), ""]
+                     f"{r['launch_ratio']:.1f} | {r['cupy_kernels_per_step']} | {r['cupy_copies_per_step']} | "
+                     f"{r['cupy_syncs_per_step']} |")
+    for title, key in (("Most frequent xpcnn kernels per step", "top_ops"),
+                       ("Most frequent CuPy-priced kernels per step (xpcnn.testing.CupyCosts)", "cupy_top_ops")):
+        lines += ["", f"{title}: " + "; ".join(
+            f"{r['model']}: " + ", ".join(f"{op} {count}" for op, count in r[key].items()) for r in rows)]
+    lines += ["", "CuPy-priced host-to-device copies per step, by aten op: " + "; ".join(f"{r['model']}: " + (", ".join(f"{op} {count}" for op, count in
+                                      r["cupy_copies_by_op"].items()) or "none") for r in rows)]
+    lines.append("")
     return lines
 
 
@@ -475,7 +480,9 @@ def main(argv=None) -> int:
         print(f"readiness {row['model']:14s} reads/step {row['reads_per_step']}  host-data tensors/step "
               f"{row['writes_per_step']}  mask syncs/step {row['mask_syncs_per_step']}  reads/fit batch "
               f"{row['reads_per_fit_batch']:.3f}  copies/fit batch {row['writes_per_fit_batch']:.3f} (host data {row['writes_per_fit_batch_host']:.0f})  launches/step "
-              f"{row['launches_per_step']} (PyTorch {row['torch_launches_per_step']}, ratio {row['launch_ratio']:.1f})")
+              f"{row['launches_per_step']} (PyTorch {row['torch_launches_per_step']}, ratio {row['launch_ratio']:.1f})"
+              f"  CuPy-priced kernels/step {row['cupy_kernels_per_step']} (H2D copies {row['cupy_copies_per_step']}, "
+              f"syncs {row['cupy_syncs_per_step']})")
     if overhead is not None:
         print(f"overhead batch-1 LeNet forward {overhead:.3f} ms")
     info = machine_info(backend, torch, device)

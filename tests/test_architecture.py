@@ -17,9 +17,9 @@ FLOORS = {
     "xpcnn.functional": 2, "xpcnn.reference": 2, "xpcnn.gradcheck": 2,
     "xpcnn.layers": 3,
     "xpcnn.optim": 4, "xpcnn.checkpoint": 4, "xpcnn.distributed": 4,
-    "xpcnn.train": 5, "xpcnn.callbacks": 5, "xpcnn.plots": 5, "xpcnn.viz": 5,
+    "xpcnn.train": 5, "xpcnn.callbacks": 5, "xpcnn.plots": 5,
     "xpcnn.model": 6,
-    "xpcnn.testing": 7, "xpcnn.zoo": 7, "xpcnn.export": 7, "xpcnn.models": 7, "xpcnn.teach": 7,
+    "xpcnn.testing": 7, "xpcnn.zoo": 7, "xpcnn.export": 7, "xpcnn.teach": 7,
     "xpcnn.cli": 8, "xpcnn.__main__": 8, "xpcnn": 8,
 }
 TORCH_ALLOWED = {"xpcnn.backend", "xpcnn.testing"}
@@ -110,14 +110,3 @@ def test_no_benchmark_harness_in_the_package():
     assert not (PACKAGE / "bench.py").exists()
     assert all("benchmarks" not in imports(module) for module in MODULES)
 
-
-@pytest.mark.parametrize("alias,home,names", [("xpcnn.models", "xpcnn.zoo", ["lenet", "vgg_small", "mlp", "MODELS"]),
-                                              ("xpcnn.viz", "xpcnn.plots", ["plot_filters", "plot_feature_maps"])])
-def test_moved_modules_keep_a_deprecated_alias(alias, home, names):
-    import importlib
-    import sys
-    sys.modules.pop(alias, None)
-    with pytest.warns(DeprecationWarning, match=f"{alias} is now"):
-        old = importlib.import_module(alias)
-    new = importlib.import_module(home)
-    assert all(getattr(old, name) is getattr(new, name) for name in names)

@@ -200,6 +200,8 @@ def test_teach_lists_and_runs_examples():
     assert "w11 = 0.1 - 0.02·(-6.5) = 0.23" in lesson.stdout
     wrong = run("teach", "conv-mse", "--steps", "3")
     assert wrong.returncode == 1 and "option steps does not apply" in wrong.stderr
+    mismatch = run("teach", "conv-relu-dense-softmax", "--wrong-label")
+    assert mismatch.returncode == 0 and "MISMATCH: the gradient was computed for class 0" in mismatch.stdout
 
 
 def test_viz_writes_pngs(trained, tmp_path):

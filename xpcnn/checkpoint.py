@@ -80,7 +80,7 @@ class SavedRun:
     metadata: dict
     optimizer: dict | None     # Optimizer.state_dict() form, or None
     scheduler: dict | None     # LRScheduler.state_dict() plus "config", or None
-    noise: dict | None = None  # the dropout RandomStream's state (None in files older than 0.2)
+    noise: dict                # the dropout RandomStream's state (RandomStream.state())
 
 
 def save(model, path: str | os.PathLike, *, optimizer: O.Optimizer | None = None,
@@ -123,7 +123,8 @@ def save_weights(model, path: str | os.PathLike) -> pathlib.Path:
 
     path = target_path(path, suffix="")
     spec = json.dumps(model.spec())                     # refuses an unregistered layer before anything is written
-    tensors = {key: np.ascontiguousarray(value) for key, value in model.state_dict().items()}
+    tensors = {key: np.ascontiguousarray(value).reshape(np.shape(value))     # 0-d stays 0-d, as torch saves it
+               for key, value in model.state_dict().items()}
     _refuse_nonfinite(tensors, path)
     payload = encode(tensors, metadata={"format": "xpcnn", "xpcnn_version": __version__, "architecture": spec,
                                         CHECKSUM_KEY: tensors_digest(tensors)})
@@ -364,7 +365,7 @@ def _parse_meta(path: pathlib.Path, data: np.ndarray) -> dict:
 
 _NONE = type(None)
 _META_TYPES = {"dtype": (str,), "layers": (list,), "model_rng": (dict,), "training": (bool,), "epoch": (int, _NONE),
-               "history": (dict,), "data_rng": (dict, _NONE), "metadata": (dict,), "noise": (dict, _NONE),
+               "history": (dict,), "data_rng": (dict, _NONE), "metadata": (dict,), "noise": (dict,),
                "optimizer": (dict, _NONE), "scheduler": (dict, _NONE), "dropout_rng": (str,), "input_shape": (list, _NONE)}
 _PARTS = {"optimizer": {"type": (str,), "hyper": (dict,), "groups": (list, _NONE), "step": (int,)},
           "scheduler": {"type": (str,), "config": (dict,)}}
@@ -425,7 +426,7 @@ def read(path: str | os.PathLike,
                         {key[len("model."):]: value for key, value in arrays.items() if key.startswith("model.")},
                         meta["model_rng"], meta.get("training", True), meta.get("epoch") or 0,
                         meta.get("history") or {}, meta.get("data_rng"), meta.get("metadata") or {},
-                        optimizer, meta.get("scheduler"), meta.get("noise"))
+                        optimizer, meta.get("scheduler"), meta["noise"])
     except KeyError as exc:
         raise CheckpointError(f"{path}: the checkpoint's metadata is incomplete: {exc}") from None
 

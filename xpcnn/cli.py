@@ -462,7 +462,7 @@ def cmd_teach(args) -> int:
             print(f"{name.ljust(width)}  {description}")
         return 0
     options = {"lr": args.lr, "steps": args.steps, "target": args.target, "out": args.out,
-               "mixup": True if args.mixup else None}
+               "wrong_label": True if args.wrong_label else None}
     print(run(args.name, backend=args.backend, **options))
     return 0
 
@@ -624,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     teach.add_argument("--lr", type=positive_number, default=None, help="learning rate (where the example updates)")
     teach.add_argument("--steps", type=positive_count, default=None, help="number of steps (optimizers)")
     teach.add_argument("--target", type=int, default=None, help="the target class (classification examples)")
-    teach.add_argument("--mixup", action="store_true",
+    teach.add_argument("--wrong-label", action="store_true",
                        help="conv-relu-dense-softmax: read the loss off the other label, to see the classic mistake")
     teach.add_argument("--out", default=None, help="a PNG to write (optimizers)")
     teach.set_defaults(run=cmd_teach)

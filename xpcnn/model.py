@@ -300,8 +300,6 @@ class Sequential(Layer):
             if isinstance(array, str):
                 problems.append(f"{key!r}: {array}")
                 continue
-            if array.shape == (1,) and expected[key].shape == ():
-                array = array.reshape(())   # checkpoints of xpcnn 0.1.0 stored 0-d buffers with shape (1,)
             if array.shape != expected[key].shape:
                 problems.append(f"{key!r}: expected shape {expected[key].shape}, got {array.shape}")
             elif expected[key].dtype.kind != array.dtype.kind and not (
@@ -460,8 +458,7 @@ def load_checkpoint(path: str | os.PathLike, backend: str | Backend | None = Non
     model = built[-1]
     try:
         model.rng.bit_generator.state = saved.model_rng
-        if saved.noise is not None:
-            model.noise.set_state(saved.noise)
+        model.noise.set_state(saved.noise)
     except (KeyError, TypeError, ValueError) as exc:
         raise checkpoint.CheckpointError(f"{saved.path}: the checkpoint's random state cannot be restored: "
                                          f"{exc}") from None

@@ -263,6 +263,58 @@ def log_softmax_backward(dy, x):
     return dy - softmax(x) * dy.sum(axis=1, keepdims=True)
 
 
+# ----------------------------------------------------------------------------- batch normalisation
+def _channel_statistics(x, c, running_mean, running_var, training):
+    """μ and the biased σ² of channel c over its M = N*H*W values (training), else the running ones."""
+    if not training:
+        return float(running_mean[c]), float(running_var[c])
+    values = x[:, c]
+    mean = np.sum(values) / values.size
+    return mean, np.sum((values - mean) ** 2) / values.size
+
+
+def batch_norm2d(x, weight=None, bias=None, running_mean=None, running_var=None, training=True, eps=1e-5):
+    """y[n,c,h,w] = γ[c] (x[n,c,h,w] - μ[c]) / sqrt(σ²[c] + ε) + β[c], channel by channel; μ and σ² are the
+    batch's (mean over the channel's M = N*H*W values, σ² divided by M) in training, the running ones in
+    evaluation. γ = 1 and β = 0 when None."""
+    x = np.asarray(x, np.float64)
+    y = np.zeros_like(x)
+    for c in range(x.shape[1]):
+        mean, var = _channel_statistics(x, c, running_mean, running_var, training)
+        gamma = 1.0 if weight is None else float(weight[c])
+        beta = 0.0 if bias is None else float(bias[c])
+        y[:, c] = gamma * (x[:, c] - mean) / np.sqrt(var + eps) + beta
+    return y
+
+
+def batch_norm2d_backward(dy, x, weight=None, running_mean=None, running_var=None, training=True, eps=1e-5):
+    """Returns (dx, dweight, dbias) by the chain rule through x̂ = (x - μ) / sqrt(σ² + ε), channel by channel:
+
+    dβ = Σ δ,  dγ = Σ δ x̂,  dx̂ = δ γ
+    training (μ and σ² depend on x):  dσ² = Σ dx̂ (x - μ) · (-1/2) (σ² + ε)^(-3/2)
+        dμ = -Σ dx̂ / sqrt(σ² + ε) + dσ² · (-2/M) Σ (x - μ)
+        dx = dx̂ / sqrt(σ² + ε) + dσ² · 2 (x - μ) / M + dμ / M
+    evaluation (μ and σ² are constants):  dx = dx̂ / sqrt(σ² + ε)
+    """
+    dy, x = np.asarray(dy, np.float64), np.asarray(x, np.float64)
+    channels = x.shape[1]
+    dx, dweight, dbias = np.zeros_like(x), np.zeros(channels), np.zeros(channels)
+    for c in range(channels):
+        mean, var = _channel_statistics(x, c, running_mean, running_var, training)
+        gamma = 1.0 if weight is None else float(weight[c])
+        centred, delta, m = x[:, c] - mean, dy[:, c], x[:, c].size
+        x_hat = centred / np.sqrt(var + eps)
+        dbias[c] = np.sum(delta)
+        dweight[c] = np.sum(delta * x_hat)
+        dx_hat = delta * gamma
+        dx[:, c] = dx_hat / np.sqrt(var + eps)
+        if training:
+            dvar = np.sum(dx_hat * centred) * -0.5 * (var + eps) ** -1.5
+            dmean = -np.sum(dx_hat) / np.sqrt(var + eps) + dvar * -2.0 * np.sum(centred) / m
+            dx[:, c] += dvar * 2.0 * centred / m + dmean / m
+    return dx, dweight, dbias
+
+
 # ----------------------------------------------------------------------------- losses
 def softmax_cross_entropy(logits, labels):
     """Returns (loss, dlogits): L = -(1/N) Σ_n Σ_k t[n,k] log p[n,k], dL/dz = (p - t)/N."""

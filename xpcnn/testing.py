@@ -238,6 +238,15 @@ class MaskIndexSyncs:
 NOT_KERNELS = {"_local_scalar_dense", "_unsafe_view"}
 
 
+def _launches(func) -> bool:
+    """Whether an aten operation launches a kernel: every one but pure views and NOT_KERNELS."""
+    name = func.overloadpacket.__name__
+    if name in NOT_KERNELS or name.startswith("_record_function"):
+        return False
+    returns = func._schema.returns
+    return not returns or any(r.alias_info is None or r.alias_info.is_write for r in returns)
+
+
 class KernelLaunches:
     """Counts the kernel-launching PyTorch operations run inside the block (``with KernelLaunches() as k``):
     every aten operation except pure views (an op whose every output is a non-writing alias of an input,
@@ -254,16 +263,9 @@ class KernelLaunches:
         counter = self
         self.by_op: collections.Counter = collections.Counter()
 
-        def launches(func) -> bool:
-            name = func.overloadpacket.__name__
-            if name in NOT_KERNELS or name.startswith("_record_function"):
-                return False
-            returns = func._schema.returns
-            return not returns or any(r.alias_info is None or r.alias_info.is_write for r in returns)
-
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if launches(func):
+                if _launches(func):
                     counter.by_op[func.overloadpacket.__name__] += 1
                 return func(*args, **(kwargs or {}))
 
@@ -275,6 +277,137 @@ class KernelLaunches:
         return sum(self.by_op.values())
 
     def __enter__(self) -> "KernelLaunches":
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mode.__exit__(*exc)
+
+
+def _scan_kernels(size: int, complete: bool = True) -> int:
+    """Kernels of CuPy's prefix sum over ``size`` elements (``scan`` in cupy/_core/_routines_math.pyx): one
+    block scan up to 512 elements; beyond, a block-sum kernel, the scan of the block sums, and (unless the scan
+    is left incomplete, as ``nonzero`` leaves it) a kernel that adds them back."""
+    if size <= 512:
+        return 1
+    return 1 + _scan_kernels(-(-size // 512)) + complete
+
+
+class CupyCosts:
+    """Prices the aten operations run inside the block (``with CupyCosts() as c``) by what CuPy 14 does for
+    the same call, where that differs from PyTorch's one kernel per operation (KernelLaunches' rule otherwise):
+
+    - ``cat``/``stack`` of n arrays (``_concatenate`` in cupy/_core/_routines_manipulation.pyx; ``stack``
+      concatenates expanded views, cupy/_manipulation/join.py): one copy kernel per non-empty array, unless
+      n > 8, every array has the output's dtype and they total under 2 MiB per array: then one kernel that
+      reads a table of the arrays' pointers, copied host-to-device (``core.array(ptrs)``), plus two more
+      tables (offsets along the axis, strides) unless every array is C-contiguous and equally long on the axis.
+    - ``constant_pad_nd`` (``pad`` in cupy/_padding/pad.py): with the value 0 and a 1-d array or one under
+      4e6 elements, an empty array filled, then the input copied in (2 kernels); otherwise the copy and one
+      fill per padded side.
+    - boolean-mask ``index``/``index_put`` and ``masked_select`` (``_prepare_mask_indexing_single`` in
+      cupy/_core/_routines_indexing.pyx): a prefix sum of the mask (a second one over the mask broadcast
+      to the array when it covers fewer axes), a read of its last element to the host (a sync), and one
+      gather or scatter kernel when anything is selected; ``nonzero``/``argwhere`` (``_ndarray_nonzero``):
+      a comparison with 0 for a non-bool array, an incomplete prefix sum, the sync, one kernel. The other
+      operations sized by the data (MaskIndexSyncs' list) count PyTorch's kernel plus one sync.
+    - a tensor made from host data (``lift_fresh``, ``lift_fresh_copy``, ``scalar_tensor``: a Python
+      number made into a device array, as ``cupy.asarray(0.0)``): a host-to-device copy, no kernel.
+    - a read to the host (``_local_scalar_dense``, what ``item()``/``float()`` dispatch): a sync.
+
+    ``c.kernels``, ``c.copies`` (host to device) and ``c.syncs`` are the totals; ``c.by_op``,
+    ``c.copies_by_op`` and ``c.syncs_by_op`` Counters per aten op, for a breakdown. The inputs' layouts are
+    the torch tensors' (the same arrays on CuPy have the same shapes, dtypes and, as xpcnn makes them, strides).
+    Beside other dispatch modes, enter it first: pricing a mask counts its elements, which modes entered
+    after it would see.
+    """
+
+    SCALAR_TO_DEVICE = ("lift_fresh", "lift_fresh_copy", "scalar_tensor")
+    MASK_INDEX = ("index", "index_put", "index_put_", "_index_put_impl_")
+    TABLE_BYTES_PER_ARRAY = 2 * 1024 * 1024          # CuPy's threshold_size in _concatenate
+    SMALL_PAD = 4e6                                  # pad's fast path for a zero fill
+
+    def __init__(self):
+        import collections
+
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+        self.by_op: collections.Counter = collections.Counter()
+        self.copies_by_op: collections.Counter = collections.Counter()
+        self.syncs_by_op: collections.Counter = collections.Counter()
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                name = func.overloadpacket.__name__
+                kernels, copies, syncs = counter._price(torch, func, name, args, kwargs, out)
+                for tally, n in ((counter.by_op, kernels), (counter.copies_by_op, copies),
+                                 (counter.syncs_by_op, syncs)):
+                    if n:
+                        tally[name] += n
+                return out
+
+        self._mode = _Mode()
+
+    def _price(self, torch, func, name, args, kwargs, out) -> tuple[int, int, int]:
+        """(kernels, host-to-device copies, syncs) CuPy spends on one aten call."""
+        if name in ("cat", "stack"):
+            arrays = list(args[0])
+            table = (len(arrays) > 8 and all(a.dtype == out.dtype for a in arrays)
+                     and sum(a.numel() * a.element_size() for a in arrays) < self.TABLE_BYTES_PER_ARRAY * len(arrays))
+            if not table:
+                return sum(a.numel() > 0 for a in arrays), 0, 0
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            equal = name == "stack" or len({a.shape[dim] for a in arrays}) == 1
+            return 1, 1 if equal and all(a.is_contiguous() for a in arrays) else 3, 0
+        if name == "constant_pad_nd":
+            x, widths = args[0], args[1]
+            value = args[2] if len(args) > 2 else kwargs.get("value", 0)
+            if value == 0 and (x.dim() == 1 or x.numel() < self.SMALL_PAD):
+                return 2, 0, 0
+            return 1 + sum(w != 0 for w in widths), 0, 0
+        if name in self.SCALAR_TO_DEVICE:
+            return 0, 1, 0
+        if name == "_local_scalar_dense":
+            return 0, 0, 1
+        if name in self.MASK_INDEX and len(args) > 1:
+            indices = list(args[1] or ())
+            masks = [i for i, t in enumerate(indices)
+                     if isinstance(t, torch.Tensor) and t.dtype in (torch.bool, torch.uint8)]
+            if masks:
+                x, mask = args[0], indices[masks[0]]
+                selected = int(mask.sum()) > 0             # runs outside the mode: not priced
+                scans = _scan_kernels(mask.numel())
+                if masks[0] != 0 or mask.dim() < x.dim():
+                    scans += _scan_kernels(x.numel())
+                return scans + selected, 0, 1
+        if name == "masked_select":
+            x, mask = args[0], args[1]
+            scans = _scan_kernels(mask.numel()) + (_scan_kernels(x.numel()) if mask.dim() < x.dim() else 0)
+            return scans + (out.numel() > 0), 0, 1
+        if name in ("nonzero", "argwhere"):
+            x = args[0]
+            return (x.dtype != torch.bool) + _scan_kernels(x.numel(), complete=False) + (out.numel() > 0), 0, 1
+        if name in MaskIndexSyncs.SIZED_BY_DATA:
+            return 1, 0, 1
+        return int(_launches(func)), 0, 0
+
+    @property
+    def kernels(self) -> int:
+        return sum(self.by_op.values())
+
+    @property
+    def copies(self) -> int:
+        return sum(self.copies_by_op.values())
+
+    @property
+    def syncs(self) -> int:
+        return sum(self.syncs_by_op.values())
+
+    def __enter__(self) -> "CupyCosts":
         self._mode.__enter__()
         return self
 

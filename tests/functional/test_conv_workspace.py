@@ -44,14 +44,9 @@ def test_cpu_blocks_unless_the_columns_are_small_and_gpu_takes_the_workspace(mon
     assert conv_module._chunk_size(x, per_sample, whole + 1) == config.get().conv_block_bytes // per_sample
     assert conv_module._chunk_size(x, 10**12, 4) == 1
     with config.using(few_launches="on"):                  # the few-launch path a GPU takes: one block
-        assert conv_module._chunk_size(x, per_sample, 10**6) == F.get_workspace_limit() // per_sample
+        assert conv_module._chunk_size(x, per_sample, 10**6) == config.get().conv_workspace_bytes // per_sample
     monkeypatch.setattr(conv_module, "launch_bound", lambda array: True)
-    assert conv_module._chunk_size(x, per_sample, 10**6) == F.get_workspace_limit() // per_sample
-
-
-def test_workspace_limit_must_be_positive():
-    with pytest.raises(ValueError, match="set_workspace_limit: expected a positive number of bytes, got 0"):
-        F.set_workspace_limit(0)
+    assert conv_module._chunk_size(x, per_sample, 10**6) == config.get().conv_workspace_bytes // per_sample
 
 
 def test_peak_memory_stays_near_the_workspace_plus_inputs_and_outputs():

@@ -172,12 +172,13 @@ def test_a_layer_of_one_model_is_refused_by_another_and_its_weights_stay():
                                          r"or layer; create new layers for this one"):
         xpcnn.Sequential([L.Flatten(), dense], seed=1)
     np.testing.assert_array_equal(dense.weight.data, weight)
+    assert first.layers[1] is dense
     block = xpcnn.Sequential([L.Dense(3, 3)])
-    xpcnn.Sequential([first, L.Residual(block)], seed=0)            # nesting a model or a block is one owner each
+    outer = xpcnn.Sequential([first, L.Residual(block)], seed=0)    # nesting a model or a block is one owner each
     with pytest.raises(ValueError, match=r"^Residual: block \(Sequential\(\)\) already belongs to another model or layer"):
         L.Residual(block)
     relu = L.ReLU()
-    L.Conv2D(1, 2, 3, activation=relu)
+    conv = L.Conv2D(1, 2, 3, activation=relu)                       # kept: a layer that is gone owns nothing
     with pytest.raises(ValueError, match=r"Conv2D\(1->2\): activation \(ReLU\(\)\) already belongs to another model"):
         L.Conv2D(1, 2, 3, activation=relu)
     twice = L.ReLU()                                                 # a refused model claims nothing

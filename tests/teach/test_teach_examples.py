@@ -36,8 +36,8 @@ def test_conv_relu_dense_softmax_by_hand():
     assert v["loss_after"] < v["loss"]                                # right label, small lr: the loss goes down
 
 
-def test_the_label_mixup_is_visible():
-    lesson = teach.run("conv-relu-dense-softmax", mixup=True)
+def test_reading_the_loss_off_the_wrong_label_is_visible():
+    lesson = teach.run("conv-relu-dense-softmax", wrong_label=True)
     text = str(lesson)
     assert lesson.values["loss_after"] > lesson.values["loss_before_read"]
     assert "MISMATCH: the gradient was computed for class 0, but the loss is read off class 1" in text
@@ -46,6 +46,24 @@ def test_the_label_mixup_is_visible():
         right = teach.run("conv-relu-dense-softmax", target=target)
         assert right.values["loss_after"] < right.values["loss"]
         assert "MISMATCH" not in str(right)
+
+
+def test_conv_backprop_checks_the_library_against_the_loop_reference():
+    text = str(teach.run("conv-backprop"))
+    assert "check: every dL/da_ij of xpcnn.reference's plain loops equals xpcnn's result ✓" in text
+
+
+def test_conv_backprop_prints_a_cross_when_the_library_gradient_is_wrong(monkeypatch):
+    import xpcnn.functional as F
+    right = F.conv2d_backward
+
+    def wrong(dy, cache, **kwargs):
+        dx, dw, db = right(dy, cache, **kwargs)
+        return dx * 1.01, dw, db                       # a one-per-cent error in dL/da only
+
+    monkeypatch.setattr(F, "conv2d_backward", wrong)
+    with pytest.raises(AssertionError, match="check: every dL/da_ij of xpcnn.reference's plain loops differs from xpcnn's result ✗"):
+        teach.run("conv-backprop")
 
 
 def test_conv_backprop_equals_the_loop_reference():

@@ -8,7 +8,7 @@ from .activations import (
     relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_backward,
     softmax_forward, tanh_backward, tanh_forward,
 )
-from .conv import Conv2dCache, conv2d_backward, conv2d_forward, get_workspace_limit, set_workspace_limit
+from .conv import Conv2dCache, conv2d_backward, conv2d_forward
 from .linear import LinearCache, linear_backward, linear_forward
 from .batchnorm import BatchNormCache, batch_norm2d_backward, batch_norm2d_forward
 from .dropout import dropout_backward, dropout_forward
@@ -16,7 +16,7 @@ from .losses import mse_loss, softmax_cross_entropy
 from .pool import PoolCache, avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 __all__ = [
-    "conv2d_forward", "conv2d_backward", "Conv2dCache", "get_workspace_limit", "set_workspace_limit",
+    "conv2d_forward", "conv2d_backward", "Conv2dCache",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward", "PoolCache",
     "linear_forward", "linear_backward", "LinearCache",
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",

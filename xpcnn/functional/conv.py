@@ -33,23 +33,6 @@ from . import _windows
 _OP = "conv2d"
 
 
-def set_workspace_limit(nbytes: int) -> None:
-    """Cap the im2col column buffer of one conv call at ``nbytes`` (the default of
-    ``xpcnn.config``'s ``conv_workspace_bytes``; ``xpcnn.config.using`` changes it for a block).
-
-    A batch whose columns would exceed it is processed in chunks of samples, and the columns are
-    rebuilt chunk by chunk in the backward pass instead of being kept, so peak memory stays near
-    the limit plus the layer's inputs and outputs. Default 1 GiB, or $XPCNN_WORKSPACE_MB.
-    """
-    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 1:
-        raise ValueError(f"set_workspace_limit: expected a positive number of bytes, got {nbytes!r}")
-    config.set(conv_workspace_bytes=nbytes)
-
-
-def get_workspace_limit() -> int:
-    return config.get().conv_workspace_bytes
-
-
 # On CPU devices, a batch whose columns exceed conv_whole_bytes is processed in blocks of about
 # conv_block_bytes of columns, rebuilt in the backward pass instead of kept. glibc serves freed blocks
 # below its 32 MiB mmap ceiling from reused heap memory, but maps every larger array afresh, so its

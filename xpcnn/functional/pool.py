@@ -14,7 +14,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks
-from ..backend import constant, host_memory, launch_bound
+from ..backend import backend_of, constant, host_memory, launch_bound
 from . import _windows
 
 
@@ -112,22 +112,40 @@ def _running_max(xp, x_pad, kernel, stride, out_hw, index_dtype, first_real, nan
 
 def _cell_scores(xp, windows, y, index_dtype):
     """(N, OH, OW, C, K) integer scores whose argmax is the loop's cell: K - k for a maximum (the first
-    scores highest), 1 + k for a NaN (y is then NaN and no cell equals it: the last NaN scores highest)."""
+    scores highest), 1 + k for a NaN (y is then NaN and no cell equals it: the last NaN scores highest).
+    Four launches: the two rank vectors are made once per place."""
     k = windows.shape[-1]
-    offsets = xp.arange(k, dtype=index_dtype, device=array_api_compat.device(windows))
-    maxima = xp.astype(windows == y[..., None], index_dtype) * (k - offsets)
-    return maxima + xp.astype(xp.isnan(windows), index_dtype) * (offsets + 1)
+    first_max, last_nan = _made_once(("ranks", k, str(index_dtype)), windows, lambda device: (
+        xp.arange(k, 0, -1, dtype=index_dtype, device=device), xp.arange(1, k + 1, dtype=index_dtype, device=device)))
+    scores = xp.where(windows == y[..., None], first_max, constant(0, first_max))
+    return xp.where(xp.isnan(windows), last_nan, scores)
 
 
 def _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, like):
-    """(1, OH, OW, 1): the window index (row-major) of each window's first unpadded cell."""
+    """(1, OH, OW, 1): the window index (row-major) of each window's first unpadded cell (made once per
+    geometry and place)."""
+    def make(device):
+        starts = []
+        for pad, step, size in ((pads[0], stride[0], out_hw[0]), (pads[2], stride[1], out_hw[1])):
+            skipped = pad - step * xp.arange(size, dtype=xp.int32, device=device)    # padded rows (cols) in front
+            starts.append(xp.maximum(skipped, xp.zeros_like(skipped)))
+        first = xp.reshape(starts[0], (out_hw[0], 1)) * kernel[1] + xp.reshape(starts[1], (1, out_hw[1]))
+        return xp.reshape(xp.astype(first, index_dtype), (1, out_hw[0], out_hw[1], 1))
+
+    return _made_once(("first real", kernel, stride, pads, out_hw, str(index_dtype)), like, make)
+
+
+_MADE: dict = {}
+
+
+def _made_once(key: tuple, like, make):
+    """``make(device)``: index arrays that depend on the geometry alone, made once per library and device
+    and reused, so that a call launches nothing for them."""
     device = array_api_compat.device(like)
-    starts = []
-    for pad, step, size in ((pads[0], stride[0], out_hw[0]), (pads[2], stride[1], out_hw[1])):
-        skipped = pad - step * xp.arange(size, dtype=xp.int32, device=device)    # padded rows (cols) in front
-        starts.append(xp.maximum(skipped, xp.zeros_like(skipped)))
-    first = xp.reshape(starts[0], (out_hw[0], 1)) * kernel[1] + xp.reshape(starts[1], (1, out_hw[1]))
-    return xp.reshape(xp.astype(first, index_dtype), (1, out_hw[0], out_hw[1], 1))
+    full = (backend_of(like), str(device)) + key
+    if full not in _MADE:
+        _MADE[full] = make(device)
+    return _MADE[full]
 
 
 def max_pool2d_backward(dy, cache: PoolCache):

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import functional as F
+from .. import functional as F, reference as R
 from ..checks import positive_int
 from .. import optim
 from ..backend import resolve, to_backend, to_numpy
@@ -28,9 +28,12 @@ class _On:
 
 
 def _check(lesson: Lesson, what: str, by_hand, by_op) -> None:
-    """Assert a hand-written sum equals the op's result, and say so in the lesson."""
+    """Compare a hand-written (or plain-loop) value with the op's result and say so in the lesson: ✓, or
+    ✗ followed by an AssertionError naming both values."""
     if not np.allclose(np.asarray(by_hand, dtype=np.float64), to_numpy(by_op), rtol=1e-9, atol=1e-12):
-        raise AssertionError(f"{what}: the written-out sum {by_hand} differs from xpcnn's {to_numpy(by_op)}")
+        line = f"  check: {what} differs from xpcnn's result ✗"
+        lesson.say(line)
+        raise AssertionError(f"{line.strip()}: expected {by_hand}, xpcnn's {to_numpy(by_op)}")
     lesson.say(f"  check: {what} equals xpcnn's result ✓")
 
 
@@ -98,12 +101,12 @@ DENSE_WEIGHT = [[0.6], [-0.4]]
 DENSE_BIAS = [0.05, 0.15]
 
 
-def conv_relu_dense_softmax(backend="numpy", lr: float = 0.1, target: int = 0, mixup: bool = False) -> Lesson:
+def conv_relu_dense_softmax(backend="numpy", lr: float = 0.1, target: int = 0, wrong_label: bool = False) -> Lesson:
     lesson = Lesson("conv-relu-dense-softmax", "conv-relu-dense-softmax: conv -> ReLU -> dense 1->2 -> softmax "
                     "-> cross-entropy")
     if target not in (0, 1):
         raise ValueError(f"conv-relu-dense-softmax: target must be class 0 or 1, got {target!r}")
-    read = 1 - target if mixup else target
+    read = 1 - target if wrong_label else target   # the class the loss is read off after the step
     on = _On(backend)
     x = np.array([[0.2, 0.8], [0.6, 0.1]])
     k = np.array([[0.5, -0.3], [0.2, 0.4]])
@@ -171,7 +174,7 @@ def conv_relu_dense_softmax(backend="numpy", lr: float = 0.1, target: int = 0, m
     lesson.say(f"target class: {read} (the loss is read off class {read})")
     went = "down" if scalar(new_loss) < scalar(old_read) else "UP"
     lesson.say(f"L = -log p_{read}: {num(old_read)} -> {num(new_loss)} ({went})")
-    if mixup:
+    if wrong_label:
         lesson.say("", f"MISMATCH: the gradient was computed for class {target}, but the loss is read off class "
                    f"{read}. The step raised p_{target}, so p_{read} fell and this 'loss' went up. Take the "
                    "gradient and read the loss with the same label.")
@@ -195,15 +198,16 @@ def conv_backprop(backend="numpy") -> Lesson:
     da, dw, _ = F.conv2d_backward(on(delta.reshape(1, 1, 2, 2)), cache)
     da_np, dw_np = to_numpy(da)[0, 0], to_numpy(dw)[0, 0]
     lesson.step("dL/da_ij: every output that a_ij touched sends back delta times the weight that touched it")
+    by_hand = np.zeros((3, 3))
     for i in range(3):
         for j in range(3):
             terms = [(m, n) for m in range(2) for n in range(2) if 0 <= i - m < 2 and 0 <= j - n < 2]
             symbols = " + ".join(f"d{m + 1}{n + 1} w{i - m + 1}{j - n + 1}" for m, n in terms)
-            text, value = _product_sum([(delta[m, n], w[i - m, j - n]) for m, n in terms])
+            text, by_hand[i, j] = _product_sum([(delta[m, n], w[i - m, j - n]) for m, n in terms])
             lesson.say(f"dL/da{i + 1}{j + 1} = {symbols} = {text} = {num(da_np[i, j])}")
-            if not np.isclose(value, da_np[i, j]):
-                raise AssertionError(f"dL/da{i + 1}{j + 1}: {value} != {da_np[i, j]}")
-    _check(lesson, "every dL/da_ij", da_np, da_np)
+    loops, _, _ = R.conv2d_backward(delta.reshape(1, 1, 2, 2), a.reshape(1, 1, 3, 3), w.reshape(1, 1, 2, 2))
+    _check(lesson, "every dL/da_ij of xpcnn.reference's plain loops", loops[0, 0], da_np)
+    _check(lesson, "every dL/da_ij written out above", by_hand, da_np)
     lesson.step("The same as a full convolution: pad(d) * rot180(w)")
     padded, _ = F.conv2d_forward(on(delta.reshape(1, 1, 2, 2)), on(np.ones((1, 1, 1, 1))), padding=1)
     flipped = w[::-1, ::-1].copy()

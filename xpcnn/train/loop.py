@@ -619,8 +619,7 @@ def _resume(model, optimizer, scheduler, rng, resume):
     except ValueError as exc:
         raise ckpt.CheckpointError(f"fit: the checkpoint does not fit this model: {exc}") from None
     model.rng.bit_generator.state = model_rng
-    if noise is not None:
-        model.noise.set_state(noise)
+    model.noise.set_state(noise)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     if scheduler is not None and scheduler_state is not None:
