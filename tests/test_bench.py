@@ -71,13 +71,20 @@ def test_tf32_is_set_equally_on_both_sides_and_reported(tmp_path, monkeypatch, t
     """PyTorch's cuDNN convolutions default to TF32, its matmuls and CuPy's GEMMs to strict FP32: the harness
     sets all three to one value and reports them."""
     torch = pytest.importorskip("torch")
-    for switches in (torch.backends.cuda.matmul, torch.backends.cudnn):      # restored after the test
-        monkeypatch.setattr(switches, "allow_tf32", not (tf32 == "on"))
-    monkeypatch.setenv("CUPY_TF32", "0" if tf32 == "on" else "1")
-    assert bench.main(["--groups", "ops", "--filter", "no such case", "--tf32", tf32, "--out", str(tmp_path),
-                       "--name", "tf32"]) == 0
     flag = tf32 == "on"
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (flag, flag)
+    # restored by hand: the switches are served by the modules' __getattr__, and monkeypatch's undo fails
+    # on them with AttributeError (pytest 9.2)
+    saved = [(switches, switches.allow_tf32) for switches in (torch.backends.cuda.matmul, torch.backends.cudnn)]
+    monkeypatch.setenv("CUPY_TF32", "0" if flag else "1")
+    try:
+        for switches, _ in saved:
+            switches.allow_tf32 = not flag
+        assert bench.main(["--groups", "ops", "--filter", "no such case", "--tf32", tf32, "--out", str(tmp_path),
+                           "--name", "tf32"]) == 0
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (flag, flag)
+    finally:
+        for switches, value in saved:
+            switches.allow_tf32 = value
     expected = {"torch_matmul": flag, "torch_cudnn": flag, "CUPY_TF32": "1" if flag else "0"}
     assert json.loads((tmp_path / "tf32.json").read_text())["machine"]["tf32"] == expected
     assert (f"TF32 {tf32} (torch matmul {flag}, cuDNN {flag}, CUPY_TF32={int(flag)})"
