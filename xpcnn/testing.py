@@ -127,7 +127,23 @@ def torch_twin(model, torch, device="cpu", dtype=None):
     return twin
 
 
-class Transfers:
+class _ModeCounter:
+    """A counter used as a ``with`` block: its torch modes (``self._modes``) are entered in order and left in
+    reverse, and the block gives the counter itself."""
+
+    _modes: tuple = ()
+
+    def __enter__(self):
+        for mode in self._modes:
+            mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(*exc)
+
+
+class Transfers(_ModeCounter):
     """Counts PyTorch's host/device transfers inside the block (``with Transfers() as t``), each one a
     synchronisation or a copy on a GPU; CPU tensors are counted the same, so counts are exact without one.
 
@@ -181,17 +197,8 @@ class Transfers:
     def writes(self) -> int:
         return len(self.write_shapes)
 
-    def __enter__(self) -> "Transfers":
-        for mode in self._modes:
-            mode.__enter__()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        for mode in reversed(self._modes):
-            mode.__exit__(*exc)
-
-
-class MaskIndexSyncs:
+class MaskIndexSyncs(_ModeCounter):
     """Counts the PyTorch operations inside the block whose output size depends on the data
     (``with MaskIndexSyncs() as m``): boolean-mask indexing (``x[mask]``, ``x[mask] = v``: aten ``index`` /
     ``index_put`` with a bool index), ``nonzero``, ``masked_select``. On a GPU each reads a count back to the
@@ -219,18 +226,11 @@ class MaskIndexSyncs:
                     counter.calls.append(name)
                 return func(*args, **(kwargs or {}))
 
-        self._mode = _Mode()
+        self._modes = (_Mode(),)
 
     @property
     def count(self) -> int:
         return len(self.calls)
-
-    def __enter__(self) -> "MaskIndexSyncs":
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
 
 
 #: aten operations that launch no kernel though their schema does not mark them as views: a read to the host
@@ -247,7 +247,7 @@ def _launches(func) -> bool:
     return not returns or any(r.alias_info is None or r.alias_info.is_write for r in returns)
 
 
-class KernelLaunches:
+class KernelLaunches(_ModeCounter):
     """Counts the kernel-launching PyTorch operations run inside the block (``with KernelLaunches() as k``):
     every aten operation except pure views (an op whose every output is a non-writing alias of an input,
     as aten's schemas mark slice, permute, reshape views and the like). In-place operations count: they
@@ -270,18 +270,11 @@ class KernelLaunches:
                 return func(*args, **(kwargs or {}))
 
         self._torch = torch
-        self._mode = _Mode()
+        self._modes = (_Mode(),)
 
     @property
     def count(self) -> int:
         return sum(self.by_op.values())
-
-    def __enter__(self) -> "KernelLaunches":
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
 
 
 def _scan_kernels(size: int, complete: bool = True) -> int:
@@ -293,7 +286,7 @@ def _scan_kernels(size: int, complete: bool = True) -> int:
     return 1 + _scan_kernels(-(-size // 512)) + complete
 
 
-class CupyCosts:
+class CupyCosts(_ModeCounter):
     """Prices the aten operations run inside the block (``with CupyCosts() as c``) by what CuPy 14 does for
     the same call, where that differs from PyTorch's one kernel per operation (KernelLaunches' rule otherwise):
 
@@ -350,7 +343,7 @@ class CupyCosts:
                         tally[name] += n
                 return out
 
-        self._mode = _Mode()
+        self._modes = (_Mode(),)
 
     def _price(self, torch, func, name, args, kwargs, out) -> tuple[int, int, int]:
         """(kernels, host-to-device copies, syncs) CuPy spends on one aten call."""
@@ -406,10 +399,3 @@ class CupyCosts:
     @property
     def syncs(self) -> int:
         return sum(self.syncs_by_op.values())
-
-    def __enter__(self) -> "CupyCosts":
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._mode.__exit__(*exc)
