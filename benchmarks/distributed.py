@@ -48,7 +48,7 @@ def worker(batch: int, steps: int, warmup: int, one_thread: bool = True) -> None
         logits = model(x)
         _, dlogits = F.softmax_cross_entropy(logits, y, check_labels=False)
         model.zero_grad()
-        model.backward(dlogits, input_grad=False)
+        model.backward(dlogits, need_dx=False)
         optimizer.step()
         elapsed = np.array([time.perf_counter() - started])
         comm.Allreduce(D._mpi().IN_PLACE, elapsed, op=D._mpi().MAX)       # a step lasts as long as its slowest rank

@@ -156,7 +156,7 @@ def _step_case(name, builder, input_shape, n, group="steps"):
             logits = model(xs)
             _, dlogits = F.softmax_cross_entropy(logits, ys, check_labels=False)
             model.zero_grad()
-            model.backward(dlogits, input_grad=False)
+            model.backward(dlogits, need_dx=False)
             ours.step()
 
         def torch_step():
@@ -271,7 +271,8 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
     step against torch.nn + autograd + torch.optim.Adam(foreach=True) for the same model, and the step's kernels,
     host-to-device copies and syncs priced by CuPy's rules (xpcnn.testing.CupyCosts)."""
     from xpcnn.testing import CupyCosts, KernelLaunches, MaskIndexSyncs, Transfers
-    from xpcnn.train.loop import _batch_loss
+    from xpcnn.train import Batch, train_step
+    from xpcnn.train.metrics import batch_loss as _batch_loss
     rows = []
     for name, builder, shape, n, fit_n in models:
         model = builder(seed=0, backend="torch")
@@ -282,12 +283,8 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
         xs, ys = to_backend(x, "torch"), to_backend(y, "torch")
         loss = _batch_loss(F.softmax_cross_entropy)
 
-        def step():
-            logits = model(xs)
-            _, dlogits = loss(logits, ys)
-            model.zero_grad()
-            model.backward(dlogits, input_grad=False)
-            optimizer.step()
+        def step():                                         # the step fit and Trainer run
+            train_step(model, optimizer, loss, Batch(xs, ys, n))
 
         with config.using(few_launches="on"):
             step()                                          # warm-up on the path that is counted
@@ -297,6 +294,8 @@ def readiness(torch, models=READINESS_MODELS) -> list[dict]:
             step()
         batches = 60                                       # an epoch of 60 batches at fit's default log_every
         data_x, data_y = np.repeat(x[:fit_n], batches, axis=0), np.repeat(y[:fit_n], batches)
+        # warm-up: the CPU forms' constants (Winograd's transforms, ...) are made once per place, at a first fit
+        model.fit(data_x[:fit_n], data_y[:fit_n], optimizer=optimizer, epochs=1, batch_size=fit_n, verbose=0)
         with Transfers() as fitting:                       # the data set fits on the device: copied once
             model.fit(data_x, data_y, optimizer=optimizer, epochs=1, batch_size=fit_n, verbose=0)
         # batches from the host, copied inline (torch's modes see one thread; the prefetch thread copies the same)

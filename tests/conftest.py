@@ -91,3 +91,21 @@ def _torch_twin(model):
 def torch_twin():
     pytest.importorskip("torch")       # skip before the test body imports torch itself
     return _torch_twin
+
+
+@pytest.fixture
+def nested_model():
+    """A builder of blocks inside blocks for a (2, 6, 6) input: a nested Sequential, an identity Residual, a
+    Residual with a conv shortcut, BatchNorm1D and composed activations, in float64."""
+    from xpcnn import Sequential, layers as L
+
+    def build(backend="numpy", seed=3):
+        return Sequential([
+            L.Conv2D(2, 4, 3, padding=1, activation="relu"),
+            Sequential([L.Conv2D(4, 4, 3, padding=1), L.BatchNorm2D(4), L.ReLU()]),
+            L.Residual(Sequential([L.Conv2D(4, 4, 3, padding=1), L.BatchNorm2D(4), L.Tanh()])),
+            L.Residual(Sequential([L.Conv2D(4, 6, 3, stride=2, padding=1), L.BatchNorm2D(6)]),
+                       shortcut=L.Conv2D(4, 6, 1, stride=2, bias=False)),
+            L.Flatten(), L.Dense(6 * 3 * 3, 8, activation="leaky_relu"), L.BatchNorm1D(8), L.Dense(8, 10),
+        ], backend=backend, seed=seed, dtype="float64")
+    return build

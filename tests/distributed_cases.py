@@ -162,7 +162,7 @@ def syncbn_step(out):
         with Transfers() as transfers:
             logits = model(xb)
             _, dlogits = xpcnn.functional.softmax_cross_entropy(logits, yb, check_labels=False)
-            model.backward(dlogits * ((hi - lo) * 2 / 15), input_grad=False)
+            model.backward(dlogits * ((hi - lo) * 2 / 15), need_dx=False)
             opt.step()
         results[said] = (opt.transport.calls - calls, transfers.reads,
                          {k: np.asarray(v) for k, v in model.state_dict().items()})

@@ -59,10 +59,10 @@ def test_readiness_reports_reads_copies_and_launches_per_step():
         assert row["writes_per_fit_batch"] == 3 / 60 and row["writes_per_fit_batch_host"] == 2
         assert row["launches_per_step"] > row["torch_launches_per_step"] > 0
         assert row["launch_ratio"] == row["launches_per_step"] / row["torch_launches_per_step"]
-        # CuPy's prices: stacks of up to 8 arrays cost a copy each, pads two kernels; copies only pointer tables
-        assert row["cupy_kernels_per_step"] > row["launches_per_step"] and row["cupy_syncs_per_step"] == 0
-        assert row["cupy_copies_per_step"] == sum(row["cupy_copies_by_op"].values())
-        assert set(row["cupy_copies_by_op"]) <= {"cat", "stack"}
+        # CuPy's prices: the few-launch forms gather windows (no stack, no pad) and join the optimizer's
+        # gradients by slice assignment, so CuPy spends what PyTorch does and copies nothing host-to-device
+        assert row["cupy_kernels_per_step"] == row["launches_per_step"] and row["cupy_syncs_per_step"] == 0
+        assert row["cupy_copies_per_step"] == 0 and not row["cupy_copies_by_op"]
     assert rows[0]["launch_ratio"] <= 3                          # LeNet: at most 3x PyTorch's launches
 
 

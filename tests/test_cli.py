@@ -105,6 +105,15 @@ def test_backends_lists_every_backend():
     assert "numpy             yes        yes" in result.stdout
 
 
+def test_backend_rows_list_every_backend():
+    from xpcnn.backend import BACKEND_NAMES
+    from xpcnn.cli import backend_rows
+    rows = backend_rows()
+    assert [row["name"] for row in rows] == list(BACKEND_NAMES[:-1])
+    numpy_row = rows[0]
+    assert numpy_row["usable"] == "yes" and numpy_row["version"] == np.__version__
+
+
 @pytest.mark.parametrize("args,message", [
     (("train", "--backend", "nope"), "argument --backend: invalid choice: 'nope'"),
     (("train", "--epochs", "0"), "argument --epochs: expected an integer >= 1, got 0"),
@@ -194,7 +203,7 @@ def test_teach_lists_and_runs_examples():
     assert listing.returncode == 0
     assert [line.split()[0] for line in listing.stdout.splitlines()] == [
         "conv-mse", "conv-relu-dense-softmax", "conv-backprop", "pool-backprop", "handwritten-cnn",
-        "multichannel", "optimizers", "residual"]
+        "multichannel", "optimizers", "residual", "winograd"]
     lesson = run("teach", "conv-mse", "--lr", "0.02", "--backend", "array_api_strict")
     assert lesson.returncode == 0, lesson.stderr
     assert "w11 = 0.1 - 0.02·(-6.5) = 0.23" in lesson.stdout
@@ -484,7 +493,7 @@ def test_version(capsys):
 
 
 def test_a_bad_backend_variable_is_named_not_the_file(mlp_run, monkeypatch, capsys):
-    monkeypatch.setattr(xpcnn.backend, "_current", None)
+    monkeypatch.setattr(xpcnn.backend.registry, "_default", None)
     monkeypatch.setenv("XPCNN_BACKEND", "numpi")
     assert main(["evaluate", str(mlp_run)]) == 1
     errors = _errors(capsys)

@@ -264,29 +264,6 @@ def test_a_cuda_aware_transport_waits_for_the_stream_before_mpi_reads(monkeypatc
     assert not D.Transport(comm=world, cuda_aware_mpi=False).device_direct
 
 
-def test_synchronize_array_waits_on_the_arrays_own_device(monkeypatch):
-    """CuPy: the current stream of the array's device (entered as a context), before MPI reads its memory."""
-    import types
-    from xpcnn import backend
-    events = []
-
-    class Device:
-        def __enter__(self):
-            events.append("enter device 1")
-
-        def __exit__(self, *exc):
-            events.append("exit device 1")
-
-    stream = types.SimpleNamespace(synchronize=lambda: events.append("synchronize"))
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(
-        cuda=types.SimpleNamespace(get_current_stream=lambda: stream)))
-    monkeypatch.setattr(backend._compat, "is_cupy_array", lambda array: True)
-    backend.synchronize_array(types.SimpleNamespace(device=Device()))
-    assert events == ["enter device 1", "synchronize", "exit device 1"]
-    monkeypatch.undo()
-    backend.synchronize_array(np.zeros(3))                  # host memory: nothing to wait for
-
-
 def test_agree_names_the_first_setting_that_differs(monkeypatch):
     monkeypatch.setattr(D, "_communicator", _World(others=[[3, (1, 12, 12), "float32"]]))
     D.agree("fit", {"epochs": 3, "the sample shape": (1, 12, 12), "x.dtype": "float32"})
@@ -298,3 +275,65 @@ def test_agree_names_the_first_setting_that_differs(monkeypatch):
 
 def optim_sgd(model):
     return xpcnn.optim.SGD(model.parameters(), lr=0.1)
+
+
+def test_a_distributed_step_averages_the_gradients_then_runs_the_wrapped_step_which_clips(monkeypatch):
+    """Two processes (a stand-in world; the other one's gradients are ones): step() = allreduce every bucket,
+    divide by 2, then the wrapped optimizer's step, which clips the averaged gradients to its clip_grad_norm."""
+    pytest.importorskip("mpi4py")
+    monkeypatch.setattr(D, "_communicator", _World(others=[None]))
+    events = []
+
+    class Transport:
+        def allreduce_sum(self, array, slot=None):
+            events.append(("allreduce", slot))
+            return array + 1.0                        # + the other process's ones
+
+    model, twin = xpcnn.zoo.mlp(seed=0), xpcnn.zoo.mlp(seed=0)
+    inner, by_hand = optim_sgd(model), optim_sgd(twin)
+    inner.clip_grad_norm = 0.05
+    wrapped = D.DistributedOptimizer(inner, bucket_bytes=2048, cuda_aware=False)
+    wrapped.transport = Transport()
+    step = inner.step
+    monkeypatch.setattr(inner, "step", lambda: events.append(("step", None)) or step())
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    for m in (model, twin):
+        m.zero_grad()
+        m.backward(m(x), need_dx=False)               # any gradient will do: d(sum of logits²/2)
+    for p in twin.parameters():
+        p.grad = (p.grad + 1.0) / 2
+    xpcnn.optim.clip_grad_norm(twin.parameters(), 0.05)
+    by_hand.step()
+    wrapped.step()
+    buckets = len(wrapped.buckets())
+    assert buckets > 1 and events == [("allreduce", number) for number in range(buckets)] + [("step", None)]
+    for key, value in twin.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_the_gpu_form_of_the_gradient_allreduce_copies_nothing_from_the_host(monkeypatch):
+    """A bucket of more than 8 gradients is joined by slice assignment on launch-bound libraries: CuPy's
+    concatenate would copy a table of their pointers host-to-device every step (priced by CupyCosts)."""
+    pytest.importorskip("mpi4py")
+    pytest.importorskip("torch")
+    from xpcnn.testing import CupyCosts
+    monkeypatch.setattr(D, "_communicator", _World(others=[None]))
+
+    class Transport:
+        def allreduce_sum(self, array, slot=None):
+            return array * 2.0                        # the other process's gradients equal this one's
+
+    model = xpcnn.Sequential([xpcnn.layers.Flatten()] + [xpcnn.layers.Dense(4, 4) for _ in range(6)], seed=0,
+                             backend="torch")
+    wrapped = D.DistributedOptimizer(optim_sgd(model), cuda_aware=False)
+    wrapped.transport = Transport()
+    x = xpcnn.to_backend(np.ones((2, 1, 2, 2), dtype=np.float32), "torch")
+    model.zero_grad()
+    model.backward(model(x), need_dx=False)
+    before = [xpcnn.to_numpy(p.grad).copy() for p in model.parameters()]
+    assert len(wrapped.buckets()) == 1 and len(before) == 12
+    with CupyCosts() as costs, xpcnn.config.using(few_launches="on"):
+        wrapped.allreduce_gradients()
+    assert costs.copies == 0 and costs.by_op["cat"] == 0
+    for p, grad in zip(model.parameters(), before):        # the mean of two equal gradients is the gradient
+        np.testing.assert_allclose(xpcnn.to_numpy(p.grad), grad, rtol=1e-6)

@@ -57,7 +57,7 @@ def test_the_whole_check_runs_as_a_cpu_stand_in(tmp_path, monkeypatch):
     monkeypatch.setenv("CUPY_TF32", "0")                             # set_tf32 changes it: restored after
     code = gpu.main(["--stand-in", "--rounds", "2", "--block", "1", "--out", str(tmp_path / "out"),
                      "--copy-to", str(tmp_path / "copy"),
-                     "--pytest-args", "tests/test_backend.py -k unknown_name_lists --backend numpy"])
+                     "--pytest-args", "tests/backend/test_registry.py -k unknown_name_lists --backend numpy"])
     assert code == 0
     report = json.loads((tmp_path / "out" / "cpu-stand-in.json").read_text())
     assert report["tests"]["status"] == 0 and report["tests"]["summary"].startswith("1 passed")

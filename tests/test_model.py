@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import xpcnn
-from xpcnn import gradcheck, layers as L, to_numpy
+from xpcnn import functional as F, gradcheck, layers as L, to_numpy
 from xpcnn.zoo import lenet, vgg_small
 from xpcnn.testing import assert_close, assert_same_gradients_as_twin, loss_and_grads
 
@@ -139,24 +139,6 @@ def test_to_moves_the_model_and_keeps_its_outputs(backend):
     assert_close(model(x), expected, backend)
 
 
-def test_load_state_dict_lists_every_mismatch_and_changes_nothing():
-    model = small_lenet(seed=0)
-    before = model.state_dict()
-    bad = dict(before)
-    del bad["0.bias"]
-    bad["0.weight"] = np.zeros((4, 1, 2, 2), dtype=np.float32)
-    bad["9.weight"] = np.zeros((1, 2))
-    bad["3.weight"] = bad.pop("3.bias").astype(np.int32)
-    with pytest.raises(ValueError) as info:
-        model.load_state_dict(bad)
-    message = str(info.value)
-    for fragment in ("'0.weight': expected shape (4, 1, 3, 3), got (4, 1, 2, 2)", "unexpected key '9.weight'",
-                     "missing key '0.bias'", "missing key '3.bias'", "'3.weight'"):
-        assert fragment in message
-    for key, value in model.state_dict().items():
-        np.testing.assert_array_equal(value, before[key])
-
-
 def test_shape_error_names_the_layer_before_any_state_changes():
     model = xpcnn.Sequential([L.Conv2D(1, 4, 3), L.ReLU(), L.Flatten(), L.Dense(3136, 128)], seed=0)
     with pytest.raises(ValueError, match=r"layer 3: Dense\(3136->128\): expected \(N, 3136\), got \(64, 2704\)"):
@@ -175,19 +157,6 @@ def test_inputs_from_another_backend_or_of_integer_dtype_are_refused():
         model(np.zeros((2, 1, 12, 12), dtype=np.uint8))
 
 
-def test_summary_prints_the_table_once_and_summary_text_returns_it(capsys):
-    model = lenet(seed=0)
-    assert model.summary((1, 28, 28)) is None          # a notebook shows nothing more than the printed table
-    assert capsys.readouterr().out == model.summary_text((1, 28, 28)) + "\n"
-
-
-def test_summary_lists_shapes_and_parameter_counts():
-    text = lenet(seed=0).summary_text((1, 28, 28))
-    assert "Dense(3136->128)" in text and "(N, 64, 7, 7)" in text
-    expected = 1 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 3136 * 128 + 128 + 128 * 10 + 10
-    assert f"total parameters: {expected:,}" in text
-
-
 def test_evaluating_switches_to_eval_and_restores_the_mode_even_after_an_error():
     model = small_vgg(seed=0, dropout=0.5)
     with model.evaluating() as same:
@@ -202,3 +171,85 @@ def test_evaluating_switches_to_eval_and_restores_the_mode_even_after_an_error()
     with model.evaluating():
         pass
     assert not model.training                         # a model already in eval mode stays there
+
+
+@pytest.mark.parametrize("wrong", ["numpy", xpcnn.get_backend()])
+def test_build_takes_an_input_shape_and_refuses_a_backend_by_name(wrong):
+    model = xpcnn.Sequential([L.Flatten(), L.Dense(3)], seed=0)
+    with pytest.raises(TypeError, match=r"Sequential.build: input_shape must be a shape without the batch axis, "
+                                        r"such as \(1, 28, 28\), got .*numpy"):
+        model.build(wrong)
+    assert not model.built and model.input_shape is None          # nothing was drawn or recorded
+    assert model.build((2, 3)) is model and model.input_shape == (2, 3) and model[1].weight.shape == (3, 6)
+
+
+def test_backward_takes_need_dx_the_name_layers_use():
+    model = xpcnn.Sequential([L.Dense(4, 3), L.ReLU(), L.Dense(3, 2)], seed=0)
+    dy = np.ones((5, 2))
+    model(np.ones((5, 4)))
+    assert model.backward(dy, need_dx=False) is None
+    assert model.backward(dy, False) is None and model.backward(dy).shape == (5, 4)
+    with pytest.raises(TypeError):
+        model.backward(dy, input_grad=False)
+
+
+def _lenet_explicit(seed):
+    from xpcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    return xpcnn.Sequential([Conv2D(1, 16, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(16 * 14 * 14, 10)],
+                            seed=seed)
+
+
+def test_the_lazy_and_the_explicit_readme_lenet_get_identical_weights():
+    from xpcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    explicit = _lenet_explicit(0)
+    lazy = xpcnn.Sequential([Conv2D(16, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(10)], seed=0,
+                            input_shape=(1, 28, 28))
+    first_call = xpcnn.Sequential([Conv2D(16, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(), Dense(10)], seed=0)
+    first_call(np.zeros((2, 1, 28, 28), np.float32))
+    for model in (lazy, first_call):
+        assert model.state_dict().keys() == explicit.state_dict().keys()
+        for key, value in explicit.state_dict().items():
+            np.testing.assert_array_equal(model.state_dict()[key], value, err_msg=key)
+    assert lazy[0].in_channels == 1 and lazy[4].in_features == 16 * 14 * 14
+
+
+def test_a_lazy_model_says_how_to_build_it_and_refuses_a_bad_input_shape():
+    model = xpcnn.Sequential([L.Conv2D(8, 3), L.Flatten(), L.Dense(10)])
+    with pytest.raises(RuntimeError, match=r"parameters\(\) needs the parameters, but some sizes are inferred .*"
+                                           r"layer 0 Conv2D\(\?->8\): in_channels.*call model.build"):
+        model.parameters()
+    with pytest.raises(ValueError, match=r"input_shape must be positive ints without the batch axis, such as "
+                                         r"\(1, 28, 28\), got \(1, 0, 8\)"):
+        model.build((1, 0, 8))
+    with pytest.raises(ValueError, match=r"layer 0: Conv2D\(\?->8\): expected a 4-D input"):
+        model.build((28, 28))
+    assert not model.built
+    model.build((3, 8, 8))
+    assert [p.shape for p in model.parameters()] == [(8, 3, 3, 3), (8,), (10, 288), (10,)]
+
+
+def test_conveniences_index_length_iteration_and_summary_without_an_argument():
+    model = xpcnn.Sequential([L.Conv2D(4, 3), L.Flatten(), L.Dense(10)], input_shape=(1, 6, 6))
+    assert len(model) == 3 and isinstance(model[2], L.Dense) and [type(layer) for layer in model][1] is L.Flatten
+    text = model.summary_text()
+    assert "Dense(64->10)" in text and "total parameters: 690" in text
+    with pytest.raises(ValueError, match=r"summary: pass the input shape"):
+        xpcnn.Sequential([L.Flatten()]).summary_text()
+
+
+def test_backward_stops_below_the_lowest_trainable_layer(monkeypatch):
+    model = lenet(image_size=8, width=3, dropout=0.0, seed=4, dtype="float64")
+    model.freeze()
+    model[-1].unfreeze()                      # only the classifier trains
+    calls = []
+    for index, layer in enumerate(model.layers):
+        original = layer.backward
+        monkeypatch.setattr(layer, "backward", lambda dy, need_dx=True, _i=index, _f=original:
+                            calls.append((_i, need_dx)) or _f(dy, need_dx=need_dx))
+    x, labels = _batch((1, 8, 8), n=4)
+    _, dlogits = F.softmax_cross_entropy(model(x), labels)
+    assert model.backward(dlogits, need_dx=False) is None
+    assert calls == [(len(model) - 1, False)]
+    calls.clear()
+    model.backward(dlogits)                   # the input gradient still runs every layer
+    assert [i for i, _ in calls] == list(range(len(model) - 1, -1, -1))

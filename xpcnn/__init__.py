@@ -11,7 +11,8 @@ from . import config, functional, init, layers, optim
 from .gradcheck import GradcheckError, gradcheck
 from .layers import Parameter
 from .checkpoint import Checkpoint, CheckpointError
-from .model import Sequential, load, load_checkpoint
+from .model import Sequential
+from .serialization import load, load_checkpoint
 from ._version import __version__
 
 #: Submodules imported on first use (``xpcnn.zoo.resnet20()`` after ``import xpcnn``), so that

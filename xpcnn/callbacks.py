@@ -1,4 +1,6 @@
-"""Callbacks for :func:`xpcnn.train.fit`: early stopping, checkpoints, metric logs, a line per epoch.
+"""Callbacks for :func:`xpcnn.train.fit` and :class:`xpcnn.train.Trainer`, run in order by a
+:class:`CallbackList` as in Keras: early stopping, checkpoints, metric logs, a line per epoch, a
+learning-rate schedule.
 
 A callback sees the trainer (``trainer.model``, ``trainer.history``, ``trainer.save(path)``,
 ``trainer.say(line)``, ``trainer.stop_training``); it imports neither the model nor the loop.
@@ -17,18 +19,71 @@ from ._files import atomic_write_bytes
 from .checkpoint import check_writable
 from .checks import integral, monitor_mode
 from .cores import CoreShare
-from .optim import ReduceLROnPlateau
+from .optim import LRScheduler, ReduceLROnPlateau
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "MetricsLogger", "EpochPrinter", "ShareCores",
-           "ReduceLROnPlateau"]   # the last is a schedule of xpcnn.optim that also works as a callback, as in Keras
+__all__ = ["Callback", "CallbackList", "EarlyStopping", "ModelCheckpoint", "MetricsLogger", "EpochPrinter",
+           "LRSchedule", "ShareCores"]
 
 
 class Callback:
-    """Hooks called by :func:`fit`; set ``trainer.stop_training = True`` to stop after this epoch."""
+    """Hooks called by the trainer; set ``trainer.stop_training = True`` to stop after this epoch.
+
+    ``on_batch_end``'s logs hold the batch's ``"size"`` and, at the steps where the running figures are
+    read (every ``log_every`` steps and an epoch's last), ``"loss"`` (and ``"accuracy"``); ``on_epoch_end``'s
+    are the epoch's metrics, which a callback may add to (validation does)."""
 
     def on_train_begin(self, trainer) -> None: ...
+    def on_epoch_begin(self, trainer, epoch: int) -> None: ...
+    def on_batch_end(self, trainer, batch: int, logs: dict[str, float]) -> None: ...
     def on_epoch_end(self, trainer, epoch: int, logs: dict[str, float]) -> None: ...
     def on_train_end(self, trainer) -> None: ...
+
+
+class CallbackList(Callback):
+    """Callbacks called in order at each hook (Keras' CallbackList)."""
+
+    def __init__(self, callbacks=()):
+        self.callbacks = list(callbacks)
+
+    def on_train_begin(self, trainer):
+        for callback in self.callbacks:
+            callback.on_train_begin(trainer)
+
+    def on_epoch_begin(self, trainer, epoch):
+        for callback in self.callbacks:
+            callback.on_epoch_begin(trainer, epoch)
+
+    def on_batch_end(self, trainer, batch, logs):
+        for callback in self.callbacks:
+            callback.on_batch_end(trainer, batch, logs)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        for callback in self.callbacks:
+            callback.on_epoch_end(trainer, epoch, logs)
+
+    def on_train_end(self, trainer):
+        for callback in self.callbacks:
+            callback.on_train_end(trainer)
+
+
+class LRSchedule(Callback):
+    """Step an :mod:`xpcnn.optim` schedule after each epoch: a ReduceLROnPlateau with the epoch's
+    ``logs[monitor]``, any other with no argument (``fit(scheduler=...)`` adds one of these)."""
+
+    def __init__(self, scheduler: LRScheduler):
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError(f"LRSchedule: expected an xpcnn.optim schedule, got {type(scheduler).__name__}")
+        self.scheduler = scheduler
+        self.monitor = scheduler.monitor if isinstance(scheduler, ReduceLROnPlateau) else None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.monitor is None:
+            self.scheduler.step()
+            return
+        if self.monitor not in logs:
+            raise ValueError(f"ReduceLROnPlateau: the epoch's logs have no {self.monitor!r} (they have "
+                             f"{', '.join(sorted(logs))}); give fit validation data or choose monitor='loss'")
+        self.scheduler.step(logs[self.monitor])
 
 
 class EarlyStopping(Callback):
@@ -82,17 +137,30 @@ class ModelCheckpoint(Callback):
     """Save the model, optimizer, schedule, RNG states and history after every epoch (atomically).
 
     ``path`` may contain ``{epoch}``; otherwise the same file is replaced each epoch, so it always
-    holds the last complete epoch.
+    holds the last complete epoch. With ``monitor`` (Keras' ``save_best_only``), only an epoch whose
+    ``logs[monitor]`` is the best so far is saved; ``mode`` as EarlyStopping's (:func:`~xpcnn.checks.monitor_mode`).
     """
 
-    def __init__(self, path: str | os.PathLike, metadata: dict | None = None):
-        self.path, self.metadata = str(path), metadata or {}
+    def __init__(self, path: str | os.PathLike, metadata: dict | None = None, monitor: str | None = None,
+                 mode: str = "auto"):
+        self.path, self.metadata, self.monitor = str(path), metadata or {}, monitor
+        self.sign = 1.0 if monitor_mode("ModelCheckpoint", monitor, mode) == "max" else -1.0
+        self.best = -math.inf
 
     def on_train_begin(self, trainer):
-        if getattr(trainer, "is_main", True):      # an unwritable folder fails now, not after the first epoch
+        # a resumed run starts from the best of the epochs it resumes (so it does not overwrite a better file)
+        earlier = trainer.history.history.get(self.monitor, []) if self.monitor is not None else []
+        self.best = max((self.sign * value for value in earlier), default=-math.inf)
+        if trainer.is_main:      # an unwritable folder fails now, not after the first epoch
             check_writable(self.path.format(epoch=1), "ModelCheckpoint")
 
     def on_epoch_end(self, trainer, epoch, logs):
+        if self.monitor is not None:
+            if self.monitor not in logs:
+                raise ValueError(f"ModelCheckpoint: metric {self.monitor!r} is not logged; have {sorted(logs)}")
+            if self.sign * logs[self.monitor] <= self.best:
+                return
+            self.best = self.sign * logs[self.monitor]
         trainer.save(self.path.format(epoch=epoch), metadata=self.metadata)
 
 
@@ -105,7 +173,7 @@ class MetricsLogger(Callback):
             raise ValueError(f"MetricsLogger: path must end in .csv or .json, got {self.path}")
 
     def on_epoch_end(self, trainer, epoch, logs):
-        if not getattr(trainer, "is_main", True):      # a distributed fit: rank 0 writes
+        if not trainer.is_main:      # a distributed fit: rank 0 writes
             return
         history = trainer.history.history
         if self.path.suffix == ".json":

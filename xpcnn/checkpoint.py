@@ -1,6 +1,6 @@
 """Checkpoint files: one ``.npz`` holding a model's architecture spec, its weights and, optionally, the
-training state. This module reads and writes files; it does not build models: ``model`` (above it)
-turns a spec into a ``Sequential`` (:func:`xpcnn.load`, :func:`xpcnn.load_checkpoint`), and the
+training state. This module reads and writes files; it does not build models: :mod:`xpcnn.serialization`
+(above it) turns a spec into a ``Sequential`` (:func:`xpcnn.load`, :func:`xpcnn.load_checkpoint`), and the
 training loop resumes from the plain state :func:`read` returns.
 
 No pickle anywhere: arrays are stored as arrays and everything else as one JSON document

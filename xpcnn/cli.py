@@ -438,10 +438,27 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_backends(args) -> int:
-    from .backend import describe
+def backend_rows() -> list[dict[str, str]]:
+    """One row per backend for ``xpcnn backends``: installed?, usable?, device, version, and why not."""
+    from .backend import BACKEND_NAMES, BackendUnavailable, resolve
 
-    rows = describe()
+    rows = []
+    for name in BACKEND_NAMES[:-1]:                  # every name but "auto"
+        row = {"name": name, "installed": "no", "usable": "no", "device": "-", "version": "-", "note": ""}
+        try:
+            backend = resolve(name)
+            row.update(installed="yes", usable="yes", device=str(backend.device), version=backend.library_version)
+        except BackendUnavailable as exc:
+            message = str(exc)
+            if "is not installed" not in message:
+                row["installed"] = "yes"
+            row["note"] = message
+        rows.append(row)
+    return rows
+
+
+def cmd_backends(args) -> int:
+    rows = backend_rows()
     headers = ("backend", "installed", "usable", "device", "version")
     table = [headers] + [tuple(row[h if h != "backend" else "name"] for h in headers) for row in rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(headers))]

@@ -11,7 +11,8 @@
 | ``conv_block_bytes`` | ``XPCNN_CONV_BLOCK_MB`` | 4 MiB | on CPUs, the size of those blocks when the columns are not built whole |
 | ``conv_whole_bytes`` | - | 32 MiB | on CPUs, columns up to this size are built whole and kept for the backward pass (glibc's mmap ceiling) |
 | ``device_data_bytes`` | ``XPCNN_DEVICE_DATA_MB`` | 1 GiB | ``fit``/``evaluate`` copy a data set up to this size (in the model's dtype) to the device once and gather batches there |
-| ``few_launches`` | ``XPCNN_FEW_LAUNCHES`` | ``"auto"`` | ``"auto"``: ops take their few-launch forms on GPUs and array_api_strict (see ``backend.launch_bound``); ``"on"``/``"off"`` force them |
+| ``few_launches`` | ``XPCNN_FEW_LAUNCHES`` | ``"auto"`` | ``"auto"``: ops take their few-launch forms on GPUs and array_api_strict (see ``functional._launch.launch_bound``); ``"on"``/``"off"`` force them |
+| ``winograd`` | ``XPCNN_WINOGRAD`` | ``"auto"`` | 3x3 stride-1 convolutions by Winograd's minimal filtering (``functional.winograd``): ``"auto"`` follows the measured rule on CPU libraries in float32 (F(4x4, 3x3) from 32 channels in and out on 16x16 and larger outputs, F(2x2, 3x3) from 128 channels on smaller ones), ``"on"`` forces F(2x2, 3x3), ``"off"`` never |
 | ``prefetch_batches`` | - | 2 | a larger data set (or a host-only ``augment`` function) is batched on the host by a background thread this many batches ahead of the step; 0 turns the thread off |
 
 On a CPU backend "the device" is main memory, so a data set under ``device_data_bytes`` costs at most one
@@ -30,12 +31,13 @@ import os
 from typing import Iterator
 
 _MIB = 2**20
+_SWITCHES = {"few_launches": "XPCNN_FEW_LAUNCHES", "winograd": "XPCNN_WINOGRAD"}   # "auto" | "on" | "off"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The values in force; see the module's table. Every field is a positive int (bytes, or a count),
-    except ``prefetch_batches`` (may be 0) and ``few_launches`` ("auto", "on" or "off")."""
+    except ``prefetch_batches`` (may be 0) and ``few_launches``, ``winograd`` ("auto", "on" or "off")."""
 
     conv_workspace_bytes: int = 1024 * _MIB
     conv_block_bytes: int = 4 * _MIB
@@ -43,6 +45,7 @@ class Config:
     device_data_bytes: int = 1024 * _MIB
     prefetch_batches: int = 2
     few_launches: str = "auto"
+    winograd: str = "auto"
 
     def replaced(self, owner: str, **changes) -> "Config":
         """A copy with ``changes``, each checked (a positive int, the name a field)."""
@@ -50,9 +53,9 @@ class Config:
         for name, value in changes.items():
             if name not in names:
                 raise TypeError(f"{owner}: unknown setting {name!r}; the settings are {', '.join(sorted(names))}")
-            if name == "few_launches":
+            if name in _SWITCHES:
                 if value not in ("auto", "on", "off"):
-                    raise ValueError(f"{owner}: few_launches must be 'auto', 'on' or 'off', got {value!r}")
+                    raise ValueError(f"{owner}: {name} must be 'auto', 'on' or 'off', got {value!r}")
                 continue
             least = 0 if name == "prefetch_batches" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -75,11 +78,12 @@ def _from_environment() -> Config:
             if not (math.isfinite(mib) and mib * _MIB >= 1):
                 raise ValueError(f"${variable} must be a positive finite number of MiB (such as 512), got {text!r}")
             changes[name] = int(mib * _MIB)
-    text = os.environ.get("XPCNN_FEW_LAUNCHES")
-    if text:
-        if text.strip().lower() not in ("auto", "on", "off"):
-            raise ValueError(f"$XPCNN_FEW_LAUNCHES must be auto, on or off, got {text!r}")
-        changes["few_launches"] = text.strip().lower()
+    for name, variable in _SWITCHES.items():
+        text = os.environ.get(variable)
+        if text:
+            if text.strip().lower() not in ("auto", "on", "off"):
+                raise ValueError(f"${variable} must be auto, on or off, got {text!r}")
+            changes[name] = text.strip().lower()
     return Config().replaced("xpcnn.config (environment)", **changes)
 
 

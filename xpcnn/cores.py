@@ -57,6 +57,17 @@ def blas_threads() -> int | None:
     return max(counts) if counts else None
 
 
+_threads_in_force: list = []
+
+
+def threads_in_force() -> int:
+    """The BLAS threads as xpcnn last saw them: read once (threadpoolctl, a fraction of a millisecond), then
+    kept and updated by :func:`set_threads`, so that an op may ask on every call (1 when none is found)."""
+    if not _threads_in_force:
+        _threads_in_force.append(blas_threads() or 1)
+    return _threads_in_force[0]
+
+
 def set_threads(count: int) -> int:
     """Limit this process's BLAS/OpenMP threads (threadpoolctl) and PyTorch's, if loaded, to ``count``."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -64,6 +75,7 @@ def set_threads(count: int) -> int:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(count)
+    _threads_in_force[:] = [count]
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(count)

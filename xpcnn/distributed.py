@@ -14,7 +14,8 @@ The pieces, usable on their own in a hand-written loop:
   then runs the wrapped optimizer's step;
 - :func:`sharded_indices`: every process draws the same seeded permutation and takes its slice of each
   global batch (:func:`local_slice`: sizes differ by at most one when the batch does not divide evenly;
-  ``fit`` weights each process's loss gradient by its share, so the average is the global batch's);
+  fit's sharded feed gives each process's batch its share as a weight on the loss gradient, so the average
+  is the global batch's);
 - :class:`SyncBatchNorm2D`: batch normalisation whose batch statistics (and the sums of its backward
   pass) are the global batch's, one Allreduce per layer and pass, so a model with batch norm trains as
   on one process;
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -46,6 +48,7 @@ import numpy as np
 from .backend import copy_to_host, dtype_name, like, on_gpu, staging_buffer, synchronize_array, to_numpy
 from .layers import BatchNorm2D, register
 from .optim import Optimizer
+from .optim.flat import join
 
 _INSTALL = 'pip install "xpcnn[mpi]" (mpi4py and the MPICH library)'
 _communicator = None
@@ -288,7 +291,8 @@ class DistributedOptimizer:
     ``step()`` gathers the gradients of the trainable parameters (a parameter without a gradient on a
     process counts as zeros there, so every process reduces the same buckets) into buckets of about
     ``bucket_bytes``, sums each bucket over the processes with one in-place ``Allreduce``, divides by the
-    number of processes, and runs the wrapped optimizer's step. Everything else (``zero_grad``,
+    number of processes, and runs the wrapped optimizer's step (which clips the averaged gradients when the
+    wrapped optimizer has ``clip_grad_norm``, so every process clips alike). Everything else (``zero_grad``,
     ``state_dict``, ``lr``, ``param_groups``, ...) is the wrapped optimizer's. ``cuda_aware=True``/``False``
     hands GPU buckets to MPI directly / stages them through the host, whatever :func:`cuda_aware` detects.
     """
@@ -330,15 +334,14 @@ class DistributedOptimizer:
         for number, bucket in enumerate(self.buckets()):
             members = [params[i] for i in bucket]
             xp = array_api_compat.array_namespace(members[0].data)
-            flat = [xp.reshape(p.grad, (-1,)) if p.grad is not None else
-                    xp.zeros((int(np.prod(p.shape)),), dtype=p.data.dtype, device=array_api_compat.device(p.data))
-                    for p in members]
-            summed = self.transport.allreduce_sum(flat[0] if len(flat) == 1 else xp.concat(flat), slot=number)
-            start = 0
-            for p in members:
-                stop = start + int(np.prod(p.shape))
-                p.grad = xp.reshape(summed[start:stop], p.shape) / count
-                start = stop
+            grads = [p.grad if p.grad is not None else xp.zeros_like(p.data) for p in members]
+            ends = list(itertools.accumulate(int(np.prod(p.shape)) for p in members))
+            bounds = list(zip([0] + ends[:-1], ends))
+            # joined as the optimizer joins them (slice assignment on GPUs: no pointer table crosses)
+            joined = join(xp, grads, members[0].data.dtype, bounds)
+            mean = self.transport.allreduce_sum(joined, slot=number) * (1.0 / count)
+            for p, (start, stop) in zip(members, bounds):
+                p.grad = xp.reshape(mean[start:stop], p.shape)
 
     def step(self) -> None:
         self.allreduce_gradients()
@@ -384,7 +387,7 @@ _global_batch: int | None = None
 
 def set_global_batch(samples: int | None) -> None:
     """Tell :class:`SyncBatchNorm2D` the size of the global batch the next training forward passes belong
-    to (``fit`` does it every step; a loop of its own passes the size :func:`sharded_indices` yields), so
+    to (fit's sharded feed does it every step; a loop of its own passes the size :func:`sharded_indices` yields), so
     every process's count is known on the host; ``None`` forgets it. Without it the layers read the counts
     exchanged with the statistics (one device-to-host read per layer and step)."""
     global _global_batch

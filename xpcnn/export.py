@@ -24,7 +24,7 @@ from .backend import to_numpy
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LeakyReLU,
                      MaxPool2D, ReLU, Residual, Sigmoid, Softmax, Tanh)
 from .distributed import SyncBatchNorm2D
-from .model import Sequential
+from .model import Sequential, batch_shape as _batch_shape
 
 #: The opsets the exporter's operators are written for (Softmax's single-axis form needs 13).
 OPSETS = range(13, 22)
@@ -187,7 +187,7 @@ def to_onnx(model: Sequential, path: str | os.PathLike, input_shape: tuple | Non
     if shape is None:
         raise ValueError("to_onnx: the model's input shape is not known; pass input_shape=(C, H, W) (one sample, "
                          "without the batch axis)")
-    batch_shape = model._batch_shape(shape)
+    batch_shape = _batch_shape(shape)
     output_shape = model.output_shape(batch_shape)
     missing = unmapped(model)
     if missing:

@@ -234,8 +234,10 @@ class MaskIndexSyncs(_ModeCounter):
 
 
 #: aten operations that launch no kernel though their schema does not mark them as views: a read to the host
-#: (counted by Transfers) and the view reshape returns after a copy; profiler bookkeeping is left out too.
-NOT_KERNELS = {"_local_scalar_dense", "_unsafe_view"}
+#: (counted by Transfers), the view reshape returns after a copy, and allocations without a fill (torch's
+#: caching allocator and CuPy's memory pool hand out memory without a kernel); profiler bookkeeping is left out too.
+NOT_KERNELS = {"_local_scalar_dense", "_unsafe_view", "empty", "empty_like", "empty_strided", "new_empty",
+               "new_empty_strided"}
 
 
 def _launches(func) -> bool:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from xpcnn import functional as F, gradcheck, reference as R, to_numpy
+from xpcnn import config, functional as F, gradcheck, reference as R, to_numpy
 from xpcnn.functional import conv as conv_module
 from xpcnn.testing import assert_close, on
 
@@ -19,6 +19,11 @@ CONFIGS = [
     ((2, 2, 6, 6), (3, 2, 3, 3), dict(padding="valid", bias=False)),
     ((1, 1, 5, 5), (1, 1, 5, 5), dict()),                                # kernel covers the input
     ((3, 2, 10, 7), (2, 2, 3, 3), dict(stride=3, dilation=(1, 2), padding=(1, 2))),
+    ((2, 6, 9, 9), (4, 3, 3, 3), dict(groups=2, stride=2, padding=(1, 2))),   # groups, stride 2, padding
+    ((2, 6, 7, 6), (6, 2, 2, 3), dict(groups=3, bias=False)),                 # groups without padding
+    ((2, 5, 8, 7), (5, 1, 3, 3), dict(groups=5, stride=2, padding=1)),        # depthwise, stride 2
+    ((2, 4, 7, 6), (8, 1, 3, 3), dict(groups=4, padding=1)),                  # depthwise, channel multiplier 2
+    ((1, 3, 8, 8), (6, 1, 3, 3), dict(groups=3, dilation=2, padding="same")),  # depthwise, dilated
 ]
 IDS = [f"{x}-{w}-{kw}" for x, w, kw in CONFIGS]
 
@@ -55,8 +60,11 @@ def _reference(x, w, b, kwargs, dy):
 
 @pytest.fixture(params=["channels-last", "channel-major"])
 def unrolling(request, monkeypatch):
-    """Each column layout in turn: conv2d unrolls inputs with few channels channel-major, others channels-last."""
-    monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_BELOW", 0 if request.param == "channels-last" else 10**6)
+    """Each column layout in turn: conv2d unrolls inputs with few channels (per group) channel-major, others
+    channels-last."""
+    below = 0 if request.param == "channels-last" else 10**6
+    monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_BELOW", below)
+    monkeypatch.setattr(conv_module, "GROUPED_CHANNEL_MAJOR_BELOW", below)
     return request.param
 
 
@@ -65,7 +73,10 @@ def unrolling(request, monkeypatch):
 def test_conv2d_matches_reference(backend, dtype, x_shape, w_shape, kwargs, unrolling):
     x, w, b, kwargs = _data(x_shape, w_shape, kwargs)
     y, cache = F.conv2d_forward(*on(backend, x, w, b, dtype=dtype), **kwargs)
-    assert cache.channel_major == (unrolling == "channel-major" and kwargs.get("groups", 1) == 1)
+    # the few-launch forms gather their columns from channels-last rows whatever the channels; depthwise
+    # convolutions on CPU libraries take the direct form
+    assert cache.channel_major == (unrolling == "channel-major" and cache.gather is None and not cache.depthwise)
+    assert cache.depthwise == (w_shape[1] == 1 and kwargs.get("groups", 1) > 1 and cache.gather is None)
     dy = np.random.default_rng(1).standard_normal(tuple(y.shape))
     dx, dw, db = F.conv2d_backward(on(backend, dy, dtype=dtype), cache)
     y_ref, dx_ref, dw_ref, db_ref = _reference(x, w, b, kwargs, dy)
@@ -128,3 +139,31 @@ def test_conv2d_leaves_inputs_unchanged_and_takes_views(backend):
         np.testing.assert_array_equal(to_numpy(array), saved)
     y_ref = R.conv2d(view, w, b, padding=1)
     assert_close(y, y_ref, backend, name="y")
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+@pytest.mark.parametrize("need", [(True, True), (False, True), (True, False)])
+def test_depthwise_in_blocks_equals_the_reference(backend, multiplier, need):
+    """The direct depthwise form over several batch blocks, with and without each gradient."""
+    x, w, b, _ = _data((5, 3, 7, 6), (3 * multiplier, 1, 3, 3), {}, seed=6)
+    with config.using(conv_block_bytes=4 * 7 * 6 * 3 * multiplier * 8 * 2):        # two samples a block
+        y, cache = F.conv2d_forward(*on(backend, x, w, b), padding=1, groups=3)
+        dy = np.random.default_rng(7).standard_normal(tuple(y.shape))
+        dx, dw, db = F.conv2d_backward(on(backend, dy), cache, need_dx=need[0], need_params=need[1])
+    if cache.gather is None:
+        assert cache.depthwise and cache.chunk == 2
+    y_ref, dx_ref, dw_ref, db_ref = _reference(x, w, b, dict(padding=1, groups=3), dy)
+    assert_close(y, y_ref, backend, name="y")
+    for got, want, wanted, name in ((dx, dx_ref, need[0], "dx"), (dw, dw_ref, need[1], "dweight"),
+                                    (db, db_ref, need[1], "dbias")):
+        if wanted:
+            assert_close(got, want, backend, name=name)
+        else:
+            assert got is None
+
+
+def test_grouped_columns_are_contiguous_per_group():
+    """Channel-major grouped columns come out of one stacking copy, laid out (G, kH*kW*Cg, N*OH*OW)."""
+    x = np.ascontiguousarray(np.random.default_rng(8).standard_normal((2, 5, 5, 6))).transpose(0, 3, 1, 2)
+    _, cache = F.conv2d_forward(x, np.ones((4, 3, 3, 3)), groups=2, padding=1)
+    assert cache.channel_major and cache.cols.shape == (2, 27, 50) and cache.cols.flags.c_contiguous

@@ -82,7 +82,7 @@ def test_conv_layer_blocks_in_evaluation_mode(small_blocks):
     from xpcnn.layers import Conv2D
     from xpcnn.backend import resolve
     layer = Conv2D(8, 4, 3, padding=1)
-    layer.build(resolve("numpy"), np.random.default_rng(0), "float64")
+    layer._materialize(resolve("numpy"), np.random.default_rng(0), "float64")
     x = np.random.default_rng(1).standard_normal((6, 8, 9, 9))
     layer.forward(x)
     assert layer.cache.cols is not None

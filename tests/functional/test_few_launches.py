@@ -5,7 +5,7 @@ import pytest
 
 import xpcnn
 from xpcnn import config, functional as F, layers as L
-from xpcnn.backend import launch_bound
+from xpcnn.functional._launch import launch_bound
 
 
 def _both(fn):

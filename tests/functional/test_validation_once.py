@@ -49,7 +49,7 @@ def test_an_op_or_a_layer_called_directly_still_checks_its_input(monkeypatch):
     with pytest.raises(ValueError, match=r"conv2d: expected input with 3 channels"):
         F.conv2d_forward(np.zeros((1, 2, 5, 5)), np.zeros((2, 3, 3, 3)))
     assert "namespace" in calls
-    layer = L.Conv2D(3, 2, 3).build("numpy", np.random.default_rng(0), "float64")
+    layer = L.Conv2D(3, 2, 3)._materialize("numpy", np.random.default_rng(0), "float64")
     with pytest.raises(ValueError, match=r"Conv2D\(3->2\): expected input with 3 channels"):
         layer.forward(np.zeros((1, 2, 5, 5)))
 

@@ -154,6 +154,8 @@ TRIGGERS = {
         lambda t, m: xpcnn.Sequential([L.Dense(10)]).parameters(),
     "Sequential: input_shape must be positive ints without the batch axis, such as (1, 28, 28)":
         lambda t, m: xpcnn.Sequential([L.Dense(10)], input_shape=(0,)),
+    "Sequential.build: input_shape must be a shape without the batch axis, such as (1, 28, 28), got 'numpy'":
+        lambda t, m: xpcnn.Sequential([L.Dense(10)]).build("numpy"),
     "layer 0: Conv2D(?->8): expected a 4-D input (N, C, H, W), got (1, 28, 28)":
         lambda t, m: xpcnn.Sequential([L.Conv2D(8, 3)], input_shape=(28, 28)),
     "Conv2D: ambiguous or missing sizes (32,)": lambda t, m: L.Conv2D(32, kernel_size=3),
@@ -213,8 +215,8 @@ def _cupy(monkeypatch, installed):
     """A stand-in for CuPy: absent, or present with a CUDA runtime that finds no device."""
     import sys
     import types
-    from xpcnn import backend
-    monkeypatch.setattr(backend, "_cache", {})
+    from xpcnn.backend import registry
+    monkeypatch.setattr(registry, "_cache", {})
     if not installed:
         monkeypatch.setitem(sys.modules, "cupy", None)            # import cupy -> ImportError
     else:
@@ -228,8 +230,8 @@ def _cupy(monkeypatch, installed):
 
 def _torch_cuda(monkeypatch):
     torch = pytest.importorskip("torch")
-    from xpcnn import backend
-    monkeypatch.setattr(backend, "_cache", {})
+    from xpcnn.backend import registry
+    monkeypatch.setattr(registry, "_cache", {})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     resolve("torch:cuda")
 
@@ -401,6 +403,12 @@ TRIGGERS.update({
     "fit: validation_data must be a pair (x, y), got a tuple of 1":
         lambda t, m: _fit_tiny(validation_data=(np.zeros((2, 1, 2, 2)),)),
     "fit: callbacks[0] must be an xpcnn.callbacks.Callback": lambda t, m: _fit_tiny(callbacks=[print]),
+    "fit: callbacks[0] is a ReduceLROnPlateau schedule; pass it as scheduler=": lambda t, m: _fit_tiny(
+        callbacks=[optim.ReduceLROnPlateau(optim.SGD(_model().parameters(), lr=0.1))]),
+    "LRSchedule: expected an xpcnn.optim schedule, got SGD":
+        lambda t, m: xpcnn.callbacks.LRSchedule(optim.SGD(_model().parameters(), lr=0.1)),
+    "ModelCheckpoint: metric 'val_loss' is not logged":
+        lambda t, m: _fit_tiny(callbacks=[xpcnn.callbacks.ModelCheckpoint(t / "c.npz", monitor="val_loss")]),
     "fit: scheduler must be an xpcnn.optim schedule or one of cosine, step, plateau":
         lambda t, m: _fit_tiny(scheduler="linear"),
     "fit: the optimizer holds N parameter(s) that are not this model's": lambda t, m: _foreign_optimizer(),
@@ -488,6 +496,8 @@ TRIGGERS.update({
                                                                         "lr", "fast"),
     "RMSprop: centered must be True or False, got 'yes'": lambda t, m: optim.RMSprop(_tiny().parameters(),
                                                                                      centered="yes"),
+    "Adam: clip_grad_norm must be in (0.0, inf), got 0": lambda t, m: optim.Adam(_tiny().parameters(),
+                                                                                 clip_grad_norm=0),
     "Adam.load_state_dict: parameter group 1: Adam: lr must be a finite number, got 'fast'": lambda t, m: (lambda o: o.load_state_dict(
         {**o.state_dict(), "groups": [{"params": [0]}, {"params": [1], "lr": "fast"}]}))(
         optim.Adam([{"params": _tiny().parameters()[:1]}, {"params": _tiny().parameters()[1:]}])),
@@ -530,7 +540,7 @@ def _nan_image(tmp_path):
 
 def _bad_backend_variable(tmp_path, monkeypatch):
     checkpoint = _files(tmp_path) / "run" / "checkpoint.npz"       # written before the variable is set
-    monkeypatch.setattr(xpcnn.backend, "_current", None)
+    monkeypatch.setattr(xpcnn.backend.registry, "_default", None)
     monkeypatch.setenv("XPCNN_BACKEND", "numpi")
     return _cli("evaluate", str(checkpoint))
 

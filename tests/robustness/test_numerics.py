@@ -117,7 +117,7 @@ def test_two_thousand_steps_stay_finite_and_do_not_grow_memory():
             logits = model(x)
             loss, d = F.softmax_cross_entropy(logits, y)
             model.zero_grad()
-            model.backward(d, input_grad=False)
+            model.backward(d, need_dx=False)
             opt.step()
         return float(loss)
 

@@ -1,5 +1,6 @@
 """xpcnn.train.batches: host arrays in, one transfer per batch, the same order on every backend."""
 import numpy as np
+import pytest
 
 import xpcnn
 from xpcnn.train import batches
@@ -102,3 +103,24 @@ def test_prefetching_keeps_order_raises_the_producers_error_and_stops_its_thread
     assert next(early) == 0
     early.close()                                        # a consumer that stops early
     assert not any(t.name == "xpcnn-prefetch" for t in threading.enumerate())
+
+
+def test_a_sharded_feed_yields_each_processs_share_weight_and_tells_sync_batch_norm_the_global_batch(monkeypatch):
+    """A global batch of 15 over 2 processes splits 8 + 7: each shard's loss gradient is weighted by
+    local * processes / global, so the average over the processes is the global batch's; the global size is
+    set for SyncBatchNorm2D during each step and forgotten after the epoch. Alone: weight 1, nothing set."""
+    from xpcnn import distributed as D
+    from xpcnn.train.batches import ProcessGroup, TrainingFeed, feed
+    x, y = np.arange(20 * 4, dtype=np.float64).reshape(20, 1, 2, 2), np.arange(20)
+    seen = []
+    monkeypatch.setattr(D, "set_global_batch", seen.append)
+    for rank, sizes in ((0, [8, 3]), (1, [7, 2])):
+        data = TrainingFeed(feed(x, y, backend="numpy", dtype="float64"), 15, rng=np.random.default_rng(0),
+                            group=ProcessGroup(rank, 2, distributed=True))
+        batches_ = list(data)
+        assert [len(b.y) for b in batches_] == sizes and [b.samples for b in batches_] == [15, 5]
+        assert [b.weight for b in batches_] == pytest.approx([sizes[0] * 2 / 15, sizes[1] * 2 / 5])
+        assert seen == [15, 5, None] and len(data) == 2 and data.samples == 20
+        seen.clear()
+    alone = list(TrainingFeed(feed(x, y, backend="numpy", dtype="float64"), 15, rng=np.random.default_rng(0)))
+    assert [(b.samples, b.weight) for b in alone] == [(15, 1.0), (5, 1.0)] and seen == []

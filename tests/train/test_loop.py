@@ -254,3 +254,141 @@ def test_resuming_a_file_of_an_optimizer_over_some_parameters_sizes_its_state_by
     resumed = optim.Adam([again.layers[3].weight, again.layers[3].bias])
     again.fit(x, y, optimizer=resumed, epochs=2, batch_size=4, verbose=0, resume=tmp_path / "ck.npz")
     assert resumed.state[0]["exp_avg"].shape == (8, 2)
+
+
+def test_fit_clips_through_the_optimizer_for_that_fit_only():
+    """fit(clip_grad_norm=c) trains as an optimizer made with clip_grad_norm=c, and hands the optimizer back
+    with its own setting, after a completed fit and after a failed one."""
+    x, y = _data(8)
+    runs = []
+    for given, own in ((0.01, None), (None, 0.01)):
+        model = _tiny()
+        opt = optim.SGD(model.parameters(), lr=0.5, clip_grad_norm=own)
+        model.fit(x, y, optimizer=opt, epochs=2, batch_size=4, verbose=0, clip_grad_norm=given)
+        assert opt.clip_grad_norm == own
+        runs.append(model.state_dict())
+    _state_equal(runs[0], runs[1])
+
+    def failing(logits, labels):
+        raise RuntimeError("a loss that fails")
+
+    model = _tiny()
+    opt = optim.SGD(model.parameters(), lr=0.5)
+    with pytest.raises(RuntimeError, match="a loss that fails"):
+        model.fit(x, y, optimizer=opt, loss=failing, clip_grad_norm=0.01, verbose=0)
+    assert opt.clip_grad_norm is None
+
+    # a checkpoint of a clipping fit holds its clip; resuming it without one hands the optimizer back as it came
+    model = _tiny()
+    opt = optim.SGD(model.parameters(), lr=0.5)
+    model.fit(x, y, optimizer=opt, epochs=1, batch_size=4, verbose=0, clip_grad_norm=0.01,
+              callbacks=[xpcnn.callbacks.ModelCheckpoint("clipped.npz")])
+    model.fit(x, y, optimizer=opt, epochs=2, batch_size=4, verbose=0, resume="clipped.npz")
+    assert opt.clip_grad_norm is None
+
+
+# ---------------------------------------------------------------------------- fit and predict conveniences
+def _lenet8(backend="numpy", dtype="float64"):
+    return xpcnn.zoo.lenet(image_size=8, width=3, dropout=0.0, seed=4, dtype=dtype, backend=backend)
+
+
+def _images(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, 8, 8)), rng.integers(0, 10, n)
+
+
+def test_fit_clips_to_the_given_norm():
+    x, labels = _images(16)
+    a, b = _lenet8(), _lenet8()
+    a.fit(x, labels, optimizer=optim.SGD(a.parameters(), lr=0.1), batch_size=16, shuffle=False, verbose=0,
+          clip_grad_norm=0.01)
+    opt = optim.SGD(b.parameters(), lr=0.1)
+    b.zero_grad()
+    b.backward(F.softmax_cross_entropy(b(x), labels)[1], need_dx=False)
+    optim.clip_grad_norm(b.parameters(), 0.01)
+    opt.step()
+    for key, value in b.state_dict().items():
+        np.testing.assert_allclose(a.state_dict()[key], value, rtol=1e-12, err_msg=key)
+
+
+def test_fit_steps_reduce_lr_on_plateau_with_the_monitored_value_and_resumes(tmp_path):
+    x, labels = _images(32)
+    model = _lenet8()
+    opt = optim.SGD(model.parameters(), lr=0.5)
+    schedule = optim.ReduceLROnPlateau(opt, monitor="val_loss", patience=0, factor=0.5)
+    history = model.fit(x, labels, optimizer=opt, scheduler=schedule, epochs=4, validation_split=0.25, verbose=0)
+    replay = optim.ReduceLROnPlateau(optim.SGD(_lenet8().parameters(), lr=0.5), monitor="val_loss", patience=0,
+                                     factor=0.5)
+    expected = [0.5] + [replay.step(v) for v in history["val_loss"][:-1]]
+    assert history["lr"] == pytest.approx(expected)
+    path = model.save(tmp_path / "c.npz", optimizer=opt, scheduler=schedule)
+    restored = xpcnn.load_checkpoint(path).scheduler
+    assert (restored.best, restored.num_bad_epochs, restored.optimizer.lr) == (schedule.best, schedule.num_bad_epochs,
+                                                                              opt.lr)
+    with pytest.raises(ValueError, match="monitors 'val_loss', which needs validation_data"):
+        model.fit(x, labels, optimizer=opt, scheduler=schedule, verbose=0)
+
+
+def test_fit_takes_an_optimizer_by_name():
+    x, labels = _images(16)
+    a, b = _lenet8(), _lenet8()
+    history = a.fit(x, labels, optimizer="adam", lr=0.01, epochs=2, seed=1, verbose=0)
+    b.fit(x, labels, optimizer=optim.Adam(b.parameters(), lr=0.01), epochs=2, seed=1, verbose=0)
+    assert isinstance(history.optimizer, optim.Adam) and history.optimizer.lr == 0.01
+    for key, value in b.state_dict().items():
+        np.testing.assert_array_equal(a.state_dict()[key], value, err_msg=key)
+    assert _lenet8().fit(x, labels, optimizer="sgd", verbose=0).optimizer.lr == 0.01
+
+
+def test_fit_builds_a_lazy_model_before_making_its_optimizer():
+    model = xpcnn.Sequential([L.Conv2D(2, 3), L.MaxPool2D(2), L.Flatten(), L.Dense(10)], seed=0)
+    x, labels = _images(8)
+    model.fit(x, labels, optimizer="sgd", lr=0.1, verbose=0)
+    assert model.built and model[3].in_features == 18
+
+
+def test_validation_split_is_the_last_fraction():
+    x, labels = _images(20)
+    a, b = _lenet8(), _lenet8()
+    split = a.fit(x, labels, optimizer="sgd", lr=0.1, epochs=2, seed=0, verbose=0, validation_split=0.25)
+    explicit = b.fit(x[:15], labels[:15], optimizer="sgd", lr=0.1, epochs=2, seed=0, verbose=0,
+                     validation_data=(x[15:], labels[15:]))
+    assert split["val_loss"] == explicit["val_loss"] and split["loss"] == explicit["loss"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(optimizer="nope"), "optimizer must be an xpcnn.optim optimizer or one of sgd, adagrad, rmsprop, adam"),
+    (dict(optimizer="adam", lr=-1), "lr must be a positive number, got -1"),
+    (dict(optimizer="adam", validation_split=1.0), r"validation_split must be a fraction in \(0, 1\), got 1.0"),
+    (dict(optimizer="adam", validation_split=0.001), "leaves no validation samples"),
+    (dict(optimizer="adam", validation_split=0.5, validation_data=_images(4)), "not both"),
+    (dict(optimizer="adam", clip_grad_norm=0), "clip_grad_norm must be a positive number"),
+])
+def test_bad_fit_conveniences_change_nothing(kwargs, message):
+    model = _lenet8()
+    before = model.state_dict()
+    x, labels = _images(8)
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, labels, verbose=0, **kwargs)
+    for key, value in before.items():
+        np.testing.assert_array_equal(model.state_dict()[key], value)
+
+
+def test_lr_with_an_optimizer_object_is_refused():
+    model = _lenet8()
+    with pytest.raises(ValueError, match="lr= goes with an optimizer given by name"):
+        model.fit(*_images(4), optimizer=optim.SGD(model.parameters(), lr=0.1), lr=0.5, verbose=0)
+
+
+def test_predict_probabilities_and_single_samples(backend):
+    model = _lenet8(backend, dtype="float32")
+    x, _ = _images(5)
+    logits = model.predict(x)
+    probabilities = model.predict(x, probabilities=True)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities, shifted / shifted.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    single = model.predict(x[2])
+    assert single.shape == (10,)
+    np.testing.assert_allclose(single, logits[2], rtol=1e-5, atol=1e-6)
+    known = xpcnn.Sequential([L.Flatten(), L.Dense(10)], seed=0, input_shape=(1, 8, 8))
+    assert known.predict(x[0]).shape == (10,) and known.predict(x[:2]).shape == (2, 10)

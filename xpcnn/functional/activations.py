@@ -14,7 +14,8 @@ from typing import Any
 import array_api_compat
 
 from .. import checks
-from ..backend import constant, launch_bound
+from ..backend import constant
+from ._launch import launch_bound
 
 
 def _float_input(op: str, x: Any):

@@ -19,8 +19,8 @@ from typing import Any
 import array_api_compat
 
 from .. import checks
-from ..backend import launch_bound
 from . import _windows
+from ._launch import launch_bound
 
 _BN = "batch_norm2d"
 
@@ -44,29 +44,33 @@ class _WideRows:
     def per_channel(self, vector):
         return _windows.per_channel(vector, self.width, self.xp)
 
-    def sum(self, rows):
-        return _windows.channel_sum(rows, self.width, self.xp)
+    def sum(self, rows, scale: float = 1.0):
+        total = _windows.channel_sum(rows, self.width, self.xp)
+        return total if scale == 1.0 else total * scale
 
 
-class _Planes:
-    """The few-launch layout (GPUs, array_api_strict; backend.launch_bound): (N, C, H, W) as it is, a
-    per-channel vector broadcast as (1, C, 1, 1) and a statistic one reduction over (N, H, W), with no
-    transposing copy and no tiled vectors."""
+class _Columns:
+    """The few-launch layout (GPUs, array_api_strict; _launch.launch_bound): (N, C, H, W) laid out
+    channels-last as an (N*H*W, C) matrix (a view), a per-channel vector broadcast as a (1, C) row, and a
+    statistic one matrix product with a constant row (_windows.column_sums), which GPU libraries reduce
+    in parallel where a sum over the rows of a few contiguous columns runs on one thread block."""
 
     def __init__(self, shape: tuple, xp):
-        self.xp = xp
+        self.shape, self.xp = shape, xp
 
     def rows(self, x):
-        return x
+        n, c, h, w = self.shape
+        return self.xp.reshape(_windows.channels_last(x, self.xp), (n * h * w, c))
 
     def back(self, y):
-        return y
+        n, c, h, w = self.shape
+        return self.xp.permute_dims(self.xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
 
     def per_channel(self, vector):
-        return self.xp.reshape(vector, (1, -1, 1, 1))
+        return self.xp.reshape(vector, (1, -1))
 
-    def sum(self, rows):
-        return self.xp.sum(rows, axis=(0, 2, 3))
+    def sum(self, rows, scale: float = 1.0):
+        return _windows.column_sums(self.xp, rows, scale)
 
 
 @dataclass
@@ -80,11 +84,12 @@ class BatchNormCache:
     count: int            # M = N*H*W (over every process with reduce)
     x_shape: tuple
     reduce: Any = None    # the link to the other processes (SyncBatchNorm2D), or None
-    layout: Any = None    # _WideRows or _Planes
+    layout: Any = None    # _WideRows or _Columns
+    scale: Any = None     # (C,): γ / sqrt(σ² + ε) (inv_std without weight)
 
 
 def _layout(x, xp):
-    return (_Planes if launch_bound(x) else _WideRows)(tuple(x.shape), xp)
+    return (_Columns if launch_bound(x) else _WideRows)(tuple(x.shape), xp)
 
 
 def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training: bool, eps: float = 1e-5,
@@ -109,22 +114,22 @@ def batch_norm2d_forward(x, weight, bias, running_mean, running_var, *, training
     if not training:
         mean = running_mean
     elif reduce is None:
-        mean = layout.sum(rows) / count
+        mean = layout.sum(rows, 1.0 / count)
     else:      # this process's two-pass statistics, combined with the other processes' in one reduction
-        own_mean = layout.sum(rows) / count
+        own_mean = layout.sum(rows, 1.0 / count)
         own = rows - layout.per_channel(own_mean)
-        mean, var, count = reduce.moments(own_mean, layout.sum(own * own) / count, tuple(x.shape))
+        mean, var, count = reduce.moments(own_mean, layout.sum(own * own, 1.0 / count), tuple(x.shape))
     centred = rows - layout.per_channel(mean)
     if not training:
         var = running_var
     elif reduce is None:
-        var = layout.sum(centred * centred) / count
-    inv_std = 1.0 / xp.sqrt(var + eps)
+        var = layout.sum(centred * centred, 1.0 / count)
+    inv_std = (var + eps) ** -0.5
     scale = inv_std if weight is None else inv_std * weight
     y = centred * layout.per_channel(scale)
     if bias is not None:
         y += layout.per_channel(bias)                      # y is this call's fresh product
-    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape), reduce, layout)
+    cache = BatchNormCache(centred, inv_std, weight, training, mean, var, count, tuple(x.shape), reduce, layout, scale)
     return layout.back(y), cache
 
 
@@ -157,11 +162,10 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
     per-channel b = -scale · inv_std · mean(δ x̂) and c = -scale · mean δ.
     """
     xp = checks.backward_namespace("batch_norm2d_backward", dy, cache.centred, cache.x_shape)
-    layout = cache.layout
+    layout, scale = cache.layout, cache.scale
     rows = layout.rows(dy)
     dbias = layout.sum(rows)
     dweight = layout.sum(rows * cache.centred) * cache.inv_std      # Σ δ x̂
-    scale = cache.inv_std if cache.weight is None else cache.inv_std * cache.weight
     weight_grad = None if cache.weight is None else dweight
     dx = rows * layout.per_channel(scale)
     if cache.training:
@@ -170,6 +174,7 @@ def batch_norm2d_backward(dy, cache: BatchNormCache):
             channels = int(dbias.shape[0])
             both = cache.reduce(xp.concat([dweight, dbias]))
             sum_dweight, sum_dbias = both[:channels], both[channels:]
-        dx += cache.centred * layout.per_channel(-scale * cache.inv_std * (sum_dweight / cache.count))
-        dx += layout.per_channel(-scale * (sum_dbias / cache.count))
+        share = scale * (-1.0 / cache.count)            # -scale / M
+        dx += cache.centred * layout.per_channel(share * cache.inv_std * sum_dweight)
+        dx += layout.per_channel(share * sum_dbias)
     return layout.back(dx), weight_grad, dbias

@@ -14,7 +14,9 @@ Implementation: the input is viewed as NHWC and unrolled into columns by looping
 over the kH*kW kernel offsets only (strided slices), so the whole batch becomes one
 matrix product per group; δ_prev is the same product transposed, folded back by
 adding kH*kW strided slices (col2im). Inputs with few channels (an image in the first
-layer) are unrolled channel-major from their NCHW layout instead (CHANNEL_MAJOR_BELOW).
+layer) are unrolled channel-major instead (CHANNEL_MAJOR_BELOW), as are grouped ones, per group
+(GROUPED_CHANNEL_MAJOR_BELOW); depthwise convolutions (one input channel per group) on CPU libraries
+take a direct elementwise form, one product per kernel offset (_depthwise_block).
 The output and δ_prev are NCHW views of channels-last memory, the order every layer
 hands on (see _windows.channels_last).
 """
@@ -24,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
-import array_api_extra as xpx
 
 from .. import checks, config
-from ..backend import launch_bound
-from . import _windows
+from . import _gather, _windows, winograd
+from ._launch import launch_bound
 
 _OP = "conv2d"
 
@@ -41,7 +42,7 @@ _OP = "conv2d"
 # took 2-8% off the LeNet and VGG steps against blocking those too (a forward pass alone, in evaluation,
 # is faster blocked: 6.6 against 7.8 ms for 32->32 channels at 28x28, batch 32). GPUs, where each block
 # costs kernel launches rather than page faults, take one block (as does every few-launch run, see
-# backend.launch_bound, so that CPU-side launch counts are the GPU's).
+# _launch.launch_bound, so that CPU-side launch counts are the GPU's).
 
 
 def _chunk_size(x, per_sample: int, n: int, keep_columns: bool = True) -> int:
@@ -67,8 +68,9 @@ def _blocks(n: int, chunk: int) -> list[slice]:
 class Conv2dCache:
     """What conv2d_backward needs: the columns (or, when chunked, the padded input), the weight and the geometry."""
 
-    cols: Any            # (G, N*OH*OW, kH*kW*Cg), or (1, kH*kW*C, N*OH*OW) when channel_major; None when chunked
-    x_pad: Any           # padded input when chunked (columns are rebuilt per chunk), else None
+    cols: Any            # (G, N*OH*OW, kH*kW*Cg), or (G, kH*kW*Cg, N*OH*OW) when channel_major; None when chunked
+    x_pad: Any           # padded input when chunked (columns are rebuilt per chunk), else None; (G, Cg, N, H, W)
+                         # when channel_major
     chunk: int           # samples per chunk
     weight: Any          # (C_out, C_in/groups, kH, kW), the forward pass's weight (a reference, not a copy)
     x_shape: tuple
@@ -79,12 +81,20 @@ class Conv2dCache:
     groups: int
     out_hw: tuple
     channel_major: bool = False
+    gather: Any = None   # few-launch forms: the _gather.Geometry the columns are gathered by (x_pad then holds rows)
+    weight_matrix: Any = None  # few-launch forms: the forward's (G, kH*kW*Cg, Cout/G) weight matrix
+    depthwise: bool = False    # the direct form (see _depthwise_block): x_pad holds the padded, repeated input
 
 
 #: Inputs with fewer channels than this (and one group) are unrolled channel-major: a column block per
 #: (kernel offset, channel) holding every output pixel, copied from the NCHW input in runs of OW values.
 #: The channels-last layout copies runs of only C values, 6x slower for a 3-channel image (measured).
 CHANNEL_MAJOR_BELOW = 8
+
+#: Grouped convolutions with fewer channels per group than this are unrolled channel-major too, per group:
+#: columns (G, kH*kW*Cg, N*OH*OW) copied in runs of OW values from the NCHW input, where the channels-last
+#: layout copies runs of Cg values and then permutes the groups apart (see docs/performance.md).
+GROUPED_CHANNEL_MAJOR_BELOW = 10**6
 
 
 def conv_padding(op: str, padding: Any, kernel, stride, dilation) -> tuple[int, int, int, int]:
@@ -125,10 +135,20 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     pads = conv_padding(_OP, padding, (kh, kw), stride, dilation)
     out_hw = (checks.window_shape(x.shape, (kh, kw), stride, pads, dilation) if checks.is_trusted()
               else checks.check_window(_OP, x.shape, (kh, kw), stride, pads, dilation))
+    tile = winograd.tile_for(x, (kh, kw), stride, dilation, groups, pads, (c_in, c_out), out_hw)
+    if tile:                                    # 3x3 stride 1: fewer multiplications (see winograd.py)
+        return winograd.conv2d_forward(xp, x, weight, bias, pads, out_hw, tile, training=bool(training))
 
-    channel_major = groups == 1 and c_in < CHANNEL_MAJOR_BELOW
-    if channel_major:
-        x_padded = _windows.pad_hw(x, pads, (2, 3))           # stays NCHW: see CHANNEL_MAJOR_BELOW
+    few = launch_bound(x)
+    if c_group == 1 and groups > 1 and not few:     # depthwise: elementwise, not G tiny products
+        return _depthwise_forward(xp, x, weight, bias, stride, pads, dilation, out_hw, training)
+    channel_major = not few and (c_in < CHANNEL_MAJOR_BELOW if groups == 1 else c_group < GROUPED_CHANNEL_MAJOR_BELOW)
+    gather = None
+    if few:      # rows (N, H*W, C) the windows are gathered from: no padded copy
+        x_padded = _gather.rows_of(xp, _windows.channels_last(x, xp))
+        gather = _gather.Geometry((kh, kw), stride, dilation, pads, tuple(x.shape[2:]), out_hw)
+    elif channel_major:
+        x_padded = _group_major(xp, x, pads, groups)          # see CHANNEL_MAJOR_BELOW
     else:
         x_padded = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2))
     weight_matrix = _weight_matrix(xp, weight, groups)
@@ -137,25 +157,121 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     per_sample = out_hw[0] * out_hw[1] * kh * kw * c_group * groups * itemsize
     chunk = _chunk_size(x, per_sample, n, keep_columns=bool(training))
     if chunk >= n:
-        cols = _im2col(xp, x_padded, *geometry)
+        cols = _columns(xp, x_padded, geometry, gather)
         y = _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major)
         x_keep = None
     else:
         cols, x_keep = None, x_padded
-        y = xp.concat([_columns_times_weight(xp, _im2col(xp, x_padded[block, ...], *geometry),
+        y = xp.concat([_columns_times_weight(xp, _columns(xp, _batch(x_padded, block, channel_major), geometry, gather),
                                              weight_matrix, block.stop - block.start, out_hw, c_out, channel_major)
                        for block in _blocks(n, chunk)], axis=0)
-    if bias is not None and launch_bound(x):
+    y = _add_bias(xp, y, bias, few)
+    cache = Conv2dCache(cols, x_keep, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
+                        groups, out_hw, channel_major, gather, weight_matrix if few else None)
+    return y, cache
+
+
+def _group_major(xp, x, pads, groups):
+    """x (N, C, H, W) padded as (G, Cg, N, H_pad, W_pad), contiguous: the channel-major columns' source.
+    Its kernel-offset slices stack into contiguous columns (NumPy's stack keeps its inputs' memory order,
+    so slices of a transposed view would stack into a layout the columns' reshape must copy again)."""
+    n, c, h, w = x.shape
+    by_group = xp.permute_dims(xp.reshape(x, (n, groups, c // groups, h, w)), (1, 2, 0, 3, 4))
+    if any(pads):
+        return _windows.pad_hw(by_group, pads, (3, 4))
+    return xp.reshape(xp.reshape(by_group, (n * c * h * w,)), by_group.shape)
+
+
+def _batch(x_padded, block, channel_major):
+    """The samples ``block`` of a padded input: axis 2 of the channel-major (G, Cg, N, H, W) source, else axis 0."""
+    return x_padded[:, :, block, ...] if channel_major else x_padded[block, ...]
+
+
+def _add_bias(xp, y, bias, few):
+    """y (N, OH, OW, C_out) + bias as the NCHW view conv2d_forward returns."""
+    if bias is not None and few:
         y = y + bias                            # one broadcast add over the channels-last output
     elif bias is not None:
         # NumPy: y is this call's own fresh product, added in place along rows long enough for fast loops
         rows = _windows.wide_rows(y, xp)
-        rows += _windows.per_channel(bias, out_hw[1], xp)
-        y = xp.reshape(rows, (n, out_hw[0], out_hw[1], c_out))
-    y = xp.permute_dims(y, (0, 3, 1, 2))
-    cache = Conv2dCache(cols, x_keep, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
-                        groups, out_hw, channel_major)
-    return y, cache
+        rows += _windows.per_channel(bias, y.shape[2], xp)
+        y = xp.reshape(rows, y.shape)
+    return xp.permute_dims(y, (0, 3, 1, 2))
+
+
+def _depthwise_forward(xp, x, weight, bias, stride, pads, dilation, out_hw, training):
+    """conv2d_forward for one input channel per group (CPU libraries), batch block by batch block."""
+    n, c_in = x.shape[0], x.shape[1]
+    c_out, _, kh, kw = weight.shape
+    x_nhwc = _windows.channels_last(x, xp)
+    if c_out > c_in:         # channel multiplier m: output channel o reads input channel o // m
+        h, w, m = x.shape[2], x.shape[3], c_out // c_in
+        x_nhwc = xp.reshape(xp.broadcast_to(x_nhwc[..., None], (n, h, w, c_in, m)), (n, h, w, c_out))
+    x_pad = _windows.pad_hw(x_nhwc, pads, (1, 2))
+    # blocks of a quarter of conv_block_bytes of output: the products, the sums and the input rows they
+    # read stay in cache (measured 1.1-1.8x faster than blocks of the whole conv_block_bytes)
+    per_sample = 4 * out_hw[0] * out_hw[1] * c_out * (xp.finfo(x.dtype).bits // 8)
+    chunk = _chunk_size(x, per_sample, n, keep_columns=False)
+    taps = _depthwise_taps(xp, weight, out_hw[1])
+    ys = [_depthwise_block(xp, x_pad[block, ...], taps, (kh, kw), stride, dilation, out_hw)
+          for block in _blocks(n, chunk)]
+    y = _add_bias(xp, ys[0] if len(ys) == 1 else xp.concat(ys, axis=0), bias, False)
+    return y, Conv2dCache(None, x_pad, chunk, weight, tuple(x.shape), bias is not None, stride, pads, dilation,
+                          c_in, out_hw, depthwise=True)
+
+
+def _depthwise_taps(xp, weight, width):
+    """Weight (C, 1, kH, kW) as (kH*kW, width*C): per kernel offset, the channels' weights repeated along a
+    row of ``width`` output pixels (the rows of _windows.wide_rows)."""
+    c, _, kh, kw = weight.shape
+    return xp.tile(xp.permute_dims(xp.reshape(weight, (c, kh * kw)), (1, 0)), (1, width))
+
+
+def _depthwise_block(xp, x_pad, taps, kernel, stride, dilation, out_hw):
+    """y (n, OH, OW, C) = Σ_k x_pad[:, rows_k, cols_k, :] * W[:, k]: one elementwise product per kernel
+    offset. A depthwise product is a handful of multiplications per output, too few for a matrix product."""
+    n, c = x_pad.shape[0], x_pad.shape[3]
+    oh, ow = out_hw
+    y = None
+    for k, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw):
+        term = xp.reshape(x_pad[:, rows, cols, :], (n, oh, ow * c)) * taps[k, ...]
+        if y is None:
+            y = term
+        else:
+            y += term                          # this call's own array: in place where the library allows
+    return xp.reshape(y, (n, oh, ow, c))
+
+
+def _depthwise_backward(xp, dy_nhwc, cache: Conv2dCache, need_dx: bool, need_dw: bool):
+    """(dx NHWC, dW) of the direct form: dW[c, k] = Σ x_k ⊙ δ, δ_prev = Σ_k shift_k(δ ⊙ W[:, k])."""
+    n, oh, ow, c = dy_nhwc.shape
+    c_out, _, kh, kw = cache.weight.shape
+    taps = _depthwise_taps(xp, cache.weight, ow) if need_dx else None
+    dw, dx_pad = None, None
+    if need_dx:
+        dx_pad = xp.zeros(cache.x_pad.shape, dtype=dy_nhwc.dtype, device=array_api_compat.device(dy_nhwc))
+    for block in _blocks(n, cache.chunk):
+        x_pad = cache.x_pad[block, ...]
+        dy_rows = xp.reshape(dy_nhwc[block, ...], (block.stop - block.start, oh, ow * c))
+        taps_dw = []
+        for k, rows, cols in _windows.offsets((kh, kw), cache.stride, cache.dilation, cache.out_hw):
+            if need_dw:
+                product = xp.reshape(x_pad[:, rows, cols, :], dy_rows.shape) * dy_rows
+                taps_dw.append(_windows.channel_sum(xp.reshape(product, (-1, ow * c)), ow, xp))
+            if need_dx:
+                share = xp.reshape(dy_rows * taps[k, ...], (dy_rows.shape[0], oh, ow, c))
+                dx_pad = _windows.accumulate(dx_pad, (block, rows, cols, slice(None)), share)
+        if need_dw:
+            block_dw = xp.stack(taps_dw, axis=1)                               # (C_out, K)
+            dw = block_dw if dw is None else dw + block_dw
+    dw = None if dw is None else xp.reshape(dw, (c_out, 1, kh, kw))
+    if not need_dx:
+        return None, dw
+    dx = _windows.crop_hw(dx_pad, cache.pads, (1, 2))
+    c_in = cache.x_shape[1]
+    if c_out > c_in:                           # the repeated channels' gradients summed
+        dx = xp.sum(xp.reshape(dx, (n, dx.shape[1], dx.shape[2], c_in, c_out // c_in)), axis=4)
+    return xp.permute_dims(dx, (0, 3, 1, 2)), dw
 
 
 def _validate(x, weight, bias, groups, training):
@@ -182,10 +298,10 @@ def _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_maj
     """(G, M, K*Cg) @ (G, K*Cg, Cout/G) -> NHWC output (n, OH, OW, Cout).
 
     Channel-major columns (1, K*C, M) enter the product transposed (a view; BLAS reads it as such)."""
-    if channel_major:
+    if channel_major and cols.shape[0] == 1:
         return xp.reshape(xp.matmul(xp.permute_dims(cols[0, ...], (1, 0)), weight_matrix[0, ...]),
                           (n, out_hw[0], out_hw[1], c_out))
-    y = _group_matmul(xp, cols, weight_matrix)
+    y = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)) if channel_major else cols, weight_matrix)
     return xp.reshape(xp.permute_dims(y, (1, 0, 2)), (n, out_hw[0], out_hw[1], c_out))
 
 
@@ -197,17 +313,28 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
     dweight and dbias are None when ``need_params`` is False, for a frozen layer).
     dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im).
     """
+    if isinstance(cache, winograd.WinogradCache):
+        return winograd.conv2d_backward(dy, cache, need_dx=need_dx, need_params=need_params)
     n, c_in, h, w = cache.x_shape
     c_out, c_group, kh, kw = cache.weight.shape
     groups, (oh, ow) = cache.groups, cache.out_hw
     xp = checks.backward_namespace("conv2d_backward", dy, cache.weight, (n, c_out, oh, ow))
     dy_nhwc = _windows.channels_last(dy, xp)
-    db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp) if cache.has_bias and need_params else None
+    few = cache.gather is not None
+    if not (cache.has_bias and need_params):
+        db = None
+    elif few:
+        db = _windows.column_sums(xp, xp.reshape(dy_nhwc, (n * oh * ow, c_out)))
+    else:
+        db = _windows.channel_sum(_windows.wide_rows(dy_nhwc, xp), ow, xp)
+    if cache.depthwise:
+        dx, dw = _depthwise_backward(xp, dy_nhwc, cache, need_dx, need_params)
+        return dx, dw, db
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups, cache.channel_major)
     if not need_dx:
         weight_t = None
-    elif launch_bound(dy):
-        weight_t = _flipped_weight_matrix(xp, cache.weight, groups)
+    elif few:    # the forward's weight matrix, transposed (a view: the product reads it so)
+        weight_t = xp.permute_dims(cache.weight_matrix, (0, 2, 1))
     else:
         weight_t = _weight_matrix_t(xp, cache.weight, groups)
     if cache.cols is not None:
@@ -215,7 +342,8 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
     else:
         dw, dx_blocks = None, []
         for block in _blocks(n, cache.chunk):
-            cols = _im2col(xp, cache.x_pad[block, ...], *geometry) if need_params else None
+            cols = (_columns(xp, _batch(cache.x_pad, block, cache.channel_major), geometry, cache.gather)
+                    if need_params else None)
             dw_block, dx_block = _backward_block(xp, dy_nhwc[block, ...], cols, cache, weight_t, need_params)
             dw = dw_block if dw is None else dw + dw_block
             dx_blocks.append(dx_block)
@@ -231,8 +359,8 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
 def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t, need_dw: bool = True):
     """dW (G, K*Cg, Cout/G), or None without ``need_dw``, and the NHWC input gradient for one batch block.
 
-    ``weight_t`` is _weight_matrix_t of the weight (NumPy), _flipped_weight_matrix (launch-bound
-    libraries), or None when no input gradient is wanted.
+    ``weight_t`` is _weight_matrix_t of the weight (the loops), the forward's weight matrix transposed (the
+    few-launch forms, whose columns are gathered), or None when no input gradient is wanted.
     """
     n, oh, ow, c_out = dy_nhwc.shape
     c_in = cache.x_shape[1]
@@ -243,13 +371,17 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t, need_dw: bo
     if not need_dw:
         dw = None
     elif cache.channel_major:
-        dw = xp.matmul(cols[0, ...], dy_groups[0, ...])[None, ...]
+        dw = _group_matmul(xp, cols, dy_groups)
+    elif cache.gather is not None:     # (δ^T cols)^T: laid out as the weight, so one input channel needs no copy
+        dw = xp.permute_dims(_group_matmul(xp, xp.permute_dims(dy_groups, (0, 2, 1)), cols), (0, 2, 1))
     else:
         dw = _group_matmul(xp, xp.permute_dims(cols, (0, 2, 1)), dy_groups)                 # (G, K*Cg, Cout/G)
     if weight_t is None:
         return dw, None
-    if launch_bound(dy_nhwc):
-        return dw, _input_gradient_one_product(xp, dy_nhwc, weight_t, cache)
+    if cache.gather is not None:
+        # δ_prev as col2im of one product: each input position sums the column cells that read it
+        cells = _ungrouped(xp, _group_matmul(xp, dy_groups, weight_t), n, oh * ow * kh * kw)   # (N, P*K, C)
+        return dw, xp.reshape(_gather.fold(xp, cells, cache.gather), (n, cache.x_shape[2], cache.x_shape[3], c_in))
     # δ_prev: for each kernel offset k, δ @ W_k^T is that offset's contribution, added into its strided
     # slice of the padded input gradient (col2im without materialising all kH*kW column blocks at once).
     top, bottom, left, right = cache.pads
@@ -263,59 +395,46 @@ def _backward_block(xp, dy_nhwc, cols, cache: Conv2dCache, weight_t, need_dw: bo
     return dw, _windows.crop_hw(dx_pad, cache.pads, (1, 2))
 
 
-def _input_gradient_one_product(xp, dy_nhwc, flipped, cache: Conv2dCache):
-    """δ_prev = pad(δ) ∗ rot180(W) as one im2col and one matrix product (launch-bound libraries).
-
-    δ is spread to the input's stride (zeros between its rows and columns when stride > 1), padded by the
-    kernel's reach, and correlated with the flipped kernel over exactly the unpadded input positions:
-    the forward convolution's own machinery with input and output channels swapped.
-    """
-    n, oh, ow, c_out = dy_nhwc.shape
-    (sh, sw), (dh, dw), groups = cache.stride, cache.dilation, cache.groups
-    _, _, kh, kw = cache.weight.shape
-    h, w = cache.x_shape[2], cache.x_shape[3]
-    top, bottom, left, right = cache.pads
-    spread = dy_nhwc
-    if (sh, sw) != (1, 1):
-        spread = xp.zeros((n, (oh - 1) * sh + 1, (ow - 1) * sw + 1, c_out), dtype=dy_nhwc.dtype,
-                          device=array_api_compat.device(dy_nhwc))
-        spread = xpx.at(spread)[:, ::sh, ::sw, :].set(dy_nhwc)
-    reach_h, reach_w = dh * (kh - 1), dw * (kw - 1)
-    # padded-input rows past the last window get no gradient: pad δ to the padded input's full extent
-    extra_h = h + top + bottom - (spread.shape[1] + reach_h)
-    extra_w = w + left + right - (spread.shape[2] + reach_w)
-    full = _windows.pad_hw(spread, (reach_h, reach_h + extra_h, reach_w, reach_w + extra_w), (1, 2))
-    view = full[:, top:top + h + reach_h, left:left + w + reach_w, :]          # only the unpadded positions
-    cols = _im2col(xp, view, (kh, kw), (1, 1), (dh, dw), (h, w), groups)        # (G, N*H*W, K*Cout/G)
-    dx = _group_matmul(xp, cols, flipped)                                       # (G, N*H*W, Cg)
-    return xp.reshape(xp.permute_dims(dx, (1, 0, 2)), (n, h, w, cache.x_shape[1]))
+def _columns(xp, source, geometry, gather):
+    """im2col of a padded input (the loops), or of (N, H*W, C) rows gathered by ``gather`` (few launches)."""
+    if gather is None:
+        return _im2col(xp, source, *geometry)
+    cells = _gather.windows(xp, source, gather)                           # (N, P*K, C)
+    n, _, c = cells.shape
+    return _grouped(xp, cells, n * gather.out_hw[0] * gather.out_hw[1], gather.cells, c, geometry[4])
 
 
-def _flipped_weight_matrix(xp, weight, groups):
-    """rot180(W) with input and output channels swapped, as (G, kH*kW*Cout/G, Cg): the weight matrix of
-    the input gradient's correlation, matching _im2col's (offset, channel) column order."""
-    c_out, c_group, kh, kw = weight.shape
-    w = xp.flip(xp.reshape(weight, (groups, c_out // groups, c_group, kh, kw)), axis=(3, 4))
-    return xp.reshape(xp.permute_dims(w, (0, 3, 4, 1, 2)), (groups, kh * kw * (c_out // groups), c_group))
+def _grouped(xp, cells, m, k, c, groups):
+    """Columns (M, K, C) in any (N, OH, OW, K, C) shape as (G, M, K*Cg) matrices."""
+    if groups == 1:
+        return xp.reshape(cells, (1, m, k * c))
+    grouped = xp.reshape(cells, (m, k, groups, c // groups))
+    return xp.reshape(xp.permute_dims(grouped, (2, 0, 1, 3)), (groups, m, k * (c // groups)))
+
+
+def _ungrouped(xp, columns, n, cells):
+    """(G, M, K*Cg) column values back to (N, P*K, C), the inverse of _grouped."""
+    groups, m, width = columns.shape
+    k = cells * n // m                           # cells per window
+    if groups == 1:
+        return xp.reshape(columns, (n, cells, width // k))
+    split = xp.reshape(columns, (groups, m, k, width // k))
+    return xp.reshape(xp.permute_dims(split, (1, 2, 0, 3)), (n, cells, groups * (width // k)))
 
 
 def _im2col(xp, x_padded, kernel, stride, dilation, out_hw, groups, channel_major=False):
     """Columns (G, N*OH*OW, kH*kW*Cg) of a padded NHWC input, one slice per kernel offset;
-    with ``channel_major``, columns (1, kH*kW*C, N*OH*OW) of a padded NCHW input."""
+    with ``channel_major``, columns (G, kH*kW*Cg, N*OH*OW) of a padded (G, Cg, N, H, W) input (_group_major)."""
     if channel_major:
-        n, c = x_padded.shape[0], x_padded.shape[1]
-        patches = [xp.permute_dims(x_padded[:, :, rows, cols], (1, 0, 2, 3))
+        c_group, n = x_padded.shape[1], x_padded.shape[2]
+        patches = [x_padded[:, :, :, rows, cols]
                    for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
-        stacked = xp.stack(patches, axis=0)                               # (K, C, N, OH, OW)
-        return xp.reshape(stacked, (1, len(patches) * c, n * out_hw[0] * out_hw[1]))
+        stacked = xp.stack(patches, axis=1)                               # (G, K, Cg, N, OH, OW)
+        return xp.reshape(stacked, (groups, len(patches) * c_group, n * out_hw[0] * out_hw[1]))
     n, _, _, c = x_padded.shape
     patches = [x_padded[:, rows, cols, :] for _, rows, cols in _windows.offsets(kernel, stride, dilation, out_hw)]
     stacked = xp.stack(patches, axis=3)                                  # (N, OH, OW, K, C)
-    m, k = n * out_hw[0] * out_hw[1], kernel[0] * kernel[1]
-    if groups == 1:
-        return xp.reshape(stacked, (1, m, k * c))
-    grouped = xp.reshape(stacked, (m, k, groups, c // groups))
-    return xp.reshape(xp.permute_dims(grouped, (2, 0, 1, 3)), (groups, m, k * (c // groups)))
+    return _grouped(xp, stacked, n * out_hw[0] * out_hw[1], kernel[0] * kernel[1], c, groups)
 
 
 def _group_matmul(xp, a, b):

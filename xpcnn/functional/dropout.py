@@ -4,6 +4,7 @@ from __future__ import annotations
 import array_api_compat
 
 from .. import checks
+from ..backend import constant
 
 
 def dropout_forward(x, keep_mask, p: float):
@@ -19,7 +20,10 @@ def dropout_forward(x, keep_mask, p: float):
         if tuple(keep_mask.shape) != tuple(x.shape):
             raise ValueError(f"dropout: keep_mask must have the shape of x {tuple(x.shape)}, "
                              f"got {tuple(keep_mask.shape)}")
-    scaled = xp.astype(keep_mask, x.dtype, copy=False) * (1.0 / (1.0 - p))    # no copy for a float mask
+    if keep_mask.dtype == xp.bool:        # the scaled mask in one select
+        scaled = xp.where(keep_mask, constant(1.0 / (1.0 - p), x), constant(0.0, x))
+    else:
+        scaled = xp.astype(keep_mask, x.dtype, copy=False) * (1.0 / (1.0 - p))    # no copy for a float mask
     return x * scaled, scaled
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import array_api_compat
 
 from .. import checks
+from . import _windows
 from .activations import log_softmax_forward
 
 _CE = "softmax_cross_entropy"
@@ -39,7 +40,7 @@ def softmax_cross_entropy(logits, labels, *, check_labels: bool | None = None):
         raise TypeError(f"{_CE}: check_labels must be True, False or None, got {check_labels!r}")
     target = _targets(xp, logits, labels, check_labels)
     log_p, _ = log_softmax_forward(logits)
-    loss = -xp.sum(target * log_p) / n
+    loss = xp.sum(target * log_p) * (-1.0 / n)
     dlogits = (xp.exp(log_p) - target) / n
     return loss, dlogits
 
@@ -53,7 +54,8 @@ def _targets(xp, logits, labels, check_values: bool):
             low, high = int(xp.min(labels)), int(xp.max(labels))
             if low < 0 or high >= k:
                 raise ValueError(f"{_CE}: labels must lie in [0, {k}), got values from {low} to {high}")
-        classes = xp.arange(k, dtype=labels.dtype, device=array_api_compat.device(labels))
+        classes = _windows.made_once(("classes", k, str(labels.dtype)), labels,
+                                     lambda device: xp.arange(k, dtype=labels.dtype, device=device))
         return xp.astype(labels[:, None] == classes, logits.dtype)
     if labels.dtype == xp.bool:
         raise TypeError(f"{_CE}: labels must be integer class indices or float probabilities, got dtype bool")

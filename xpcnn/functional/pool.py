@@ -14,8 +14,9 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks
-from ..backend import backend_of, constant, host_memory, launch_bound
-from . import _windows
+from ..backend import constant
+from . import _gather, _windows
+from ._launch import host_memory, launch_bound
 
 
 @dataclass
@@ -25,7 +26,9 @@ class PoolCache:
     stride: tuple
     pads: tuple
     out_hw: tuple
-    argmax: Any = None      # max pooling: (N, OH, OW, C) window index of each maximum (row-major), channels-last
+    argmax: Any = None      # max pooling (loops): (N, OH, OW, C) window index of each maximum (row-major), channels-last
+    chosen: Any = None      # max pooling (few launches): bool, True at each window's chosen cell (see _chosen_cells)
+    windows: Any = None     # the few-launch forms' window layout: "tiles" or a _gather.Geometry
     divisor: Any = None     # average pooling: window sizes, a float or (1, OH, OW, 1)
     dtype: Any = None       # x's dtype, which dy must have
 
@@ -56,27 +59,17 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     cell; a strictly larger value or a NaN takes over. So a tie keeps the first maximum, a NaN is the
     maximum (the last NaN of a window gets δ, as in torch's kernels), and padding never wins, even
     against -inf. The padding is -inf, so the value of y is right by itself; the cache keeps the window
-    index of each maximum.
+    index of each maximum (the loops) or a mask of the chosen cells (the few-launch forms).
     """
     op = "max_pool2d"
     xp, kernel, stride, pads, out_hw = _geometry(op, x, kernel_size, stride, padding)
+    if launch_bound(x):
+        return _max_pool_few_launches(xp, x, kernel, stride, pads, out_hw)
     # the windows are taken channels-last (a view for the conv, activation and pooling outputs, which
     # are laid out so): every pass then runs over contiguous runs of C values
     x_pad = _windows.pad_hw(xp.permute_dims(x, (0, 2, 3, 1)), pads, (1, 2), value=-float("inf"))
     index_dtype = xp.int8 if kernel[0] * kernel[1] <= 127 else xp.int32
     first_real = _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, x) if any(pads) else None
-    if launch_bound(x):
-        # few launches: the windows stacked (N, OH, OW, C, K), their maximum, and each cell scored so that
-        # one integer argmax finds the cell (over the last, contiguous axis: PyTorch's CPU argmax over a
-        # leading axis is 20x slower; and no float argmax, which CuPy gets wrong on infinities)
-        windows = xp.stack([x_pad[:, rows, cols, :] for _, rows, cols in
-                            _windows.offsets(kernel, stride, (1, 1), out_hw)], axis=-1)
-        y = xp.max(windows, axis=-1)
-        argmax = xp.argmax(_cell_scores(xp, windows, y, index_dtype), axis=-1)
-        if first_real is not None:    # every real cell is -inf: the first of them, never a padded one
-            argmax = xp.where(y == -float("inf"), xp.astype(first_real, argmax.dtype), argmax)
-        return xp.permute_dims(y, (0, 3, 1, 2)), PoolCache(tuple(x.shape), kernel, stride, pads, out_hw,
-                                                           argmax=argmax, dtype=x.dtype)
     # NumPy arrays are host memory, where one look for a NaN costs a pass over y, not a read of a device:
     # their loop skips the NaN test per kernel offset, and is rerun with it only when y holds a NaN
     look_after = host_memory(x)
@@ -110,15 +103,52 @@ def _running_max(xp, x_pad, kernel, stride, out_hw, index_dtype, first_real, nan
     return y, argmax
 
 
-def _cell_scores(xp, windows, y, index_dtype):
-    """(N, OH, OW, C, K) integer scores whose argmax is the loop's cell: K - k for a maximum (the first
-    scores highest), 1 + k for a NaN (y is then NaN and no cell equals it: the last NaN scores highest).
-    Four launches: the two rank vectors are made once per place."""
-    k = windows.shape[-1]
-    first_max, last_nan = _made_once(("ranks", k, str(index_dtype)), windows, lambda device: (
-        xp.arange(k, 0, -1, dtype=index_dtype, device=device), xp.arange(1, k + 1, dtype=index_dtype, device=device)))
-    scores = xp.where(windows == y[..., None], first_max, constant(0, first_max))
-    return xp.where(xp.isnan(windows), last_nan, scores)
+def _tiles(x_shape, kernel, stride, pads, out_hw) -> bool:
+    """Whether the windows tile the input exactly (stride = kernel, no padding, no rows or columns left
+    over): an (N, H, W, C) array is then (N, OH, kH, OW, kW, C) windows as it is, a view."""
+    return (stride == kernel and not any(pads)
+            and (out_hw[0] * kernel[0], out_hw[1] * kernel[1]) == tuple(x_shape[2:]))
+
+
+def _max_pool_few_launches(xp, x, kernel, stride, pads, out_hw):
+    """Max pooling in seven launches (nine with a gather), whatever the kernel: the windows are a view
+    ("tiles") or gathered (N, P, K, C) cells, padding -inf; their maximum; and the chosen cells (_chosen_cells),
+    kept as a bool mask for the backward pass, one select."""
+    n, c, h, w = x.shape
+    if _tiles(x.shape, kernel, stride, pads, out_hw):
+        layout, axes = "tiles", (2, 4)
+        cells = xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (n, out_hw[0], kernel[0], out_hw[1], kernel[1], c))
+    else:
+        layout, axes = _gather.Geometry(kernel, stride, (1, 1), pads, (h, w), out_hw), (2,)
+        rows = _gather.rows_of(xp, _windows.channels_last(x, xp))
+        cells = xp.reshape(_gather.windows(xp, rows, layout, -float("inf")),
+                           (n, out_hw[0] * out_hw[1], kernel[0] * kernel[1], c))
+    top = xp.max(cells, axis=axes, keepdims=True)
+    chosen = _chosen_cells(xp, cells, top, axes, layout, kernel)
+    y = xp.permute_dims(xp.reshape(top, (n, out_hw[0], out_hw[1], c)), (0, 3, 1, 2))
+    return y, PoolCache(tuple(x.shape), kernel, stride, pads, out_hw, chosen=chosen, windows=layout, dtype=x.dtype)
+
+
+def _chosen_cells(xp, cells, top, axes, layout, kernel):
+    """True at the cell the loop form chooses in each window, False elsewhere. Each cell is scored: K - k
+    for a maximum (the first scores highest), 1 + k for a NaN (the window's maximum is then NaN and no cell
+    equals it: the last NaN scores highest), 0 for padding and the rest; the chosen cell has the window's
+    top score. Scores are int8 up to 63 cells, int16 beyond; their tables are made once per place."""
+    k = kernel[0] * kernel[1]
+    dtype = xp.int8 if 2 * k < 127 else xp.int16
+    shape = (1, 1, kernel[0], 1, kernel[1], 1) if layout == "tiles" else (1, k, 1)
+
+    def ranks(device):
+        first = xp.reshape(xp.arange(k, 0, -1, dtype=dtype, device=device), shape)
+        if layout != "tiles" and any(layout.pads):        # a padded cell (-inf) never scores
+            _, real, _ = _gather.tables("windows", layout, cells, xp)
+            first = xp.reshape(xp.where(xp.reshape(real, (-1, k, 1)), first, xp.zeros_like(first)), (1, -1, k, 1))
+        return first, xp.reshape(xp.arange(1, k + 1, dtype=dtype, device=device), shape)
+
+    first_max, last_nan = _windows.made_once(("ranks", k, layout, str(dtype)), cells, ranks)
+    scores = xp.where(cells == top, first_max, constant(0, first_max))
+    scores = xp.where(xp.isnan(cells), last_nan, scores)
+    return scores == xp.max(scores, axis=axes, keepdims=True)
 
 
 def _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, like):
@@ -132,37 +162,35 @@ def _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, like):
         first = xp.reshape(starts[0], (out_hw[0], 1)) * kernel[1] + xp.reshape(starts[1], (1, out_hw[1]))
         return xp.reshape(xp.astype(first, index_dtype), (1, out_hw[0], out_hw[1], 1))
 
-    return _made_once(("first real", kernel, stride, pads, out_hw, str(index_dtype)), like, make)
-
-
-_MADE: dict = {}
-
-
-def _made_once(key: tuple, like, make):
-    """``make(device)``: index arrays that depend on the geometry alone, made once per library and device
-    and reused, so that a call launches nothing for them."""
-    device = array_api_compat.device(like)
-    full = (backend_of(like), str(device)) + key
-    if full not in _MADE:
-        _MADE[full] = make(device)
-    return _MADE[full]
+    return _windows.made_once(("first real", kernel, stride, pads, out_hw, str(index_dtype)), like, make)
 
 
 def max_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): δ goes to the position of each window's maximum (summed where windows overlap)."""
+    if cache.chosen is not None:
+        return _max_pool_backward_few_launches(dy, cache)
     xp = _dy_namespace("max_pool2d_backward", dy, cache.argmax, cache)
     dy, argmax = _windows.channels_last(dy, xp), cache.argmax
-    if launch_bound(dy):
-        # one comparison against every window index at once and one select: (N, OH, OW, C, K) contributions
-        k = cache.kernel[0] * cache.kernel[1]
-        indices = xp.arange(k, dtype=argmax.dtype, device=array_api_compat.device(dy))
-        routed = xp.where(argmax[..., None] == indices, dy[..., None], constant(0.0, dy))
-        return _fold(xp, dy, cache, lambda index: routed[..., index], stacked=routed)
 
     def routed(k):
         return dy * xp.astype(argmax == k, dy.dtype)
 
     return _fold(xp, dy, cache, routed)
+
+
+def _max_pool_backward_few_launches(dy, cache: PoolCache):
+    """δ to each window's chosen cell: one select (tiles: the input gradient as it is; gathered windows:
+    then their fold, a gather and a sum)."""
+    xp = _dy_namespace("max_pool2d_backward", dy, cache.chosen, cache)
+    n, c, h, w = cache.x_shape
+    (oh, ow), (kh, kw) = cache.out_hw, cache.kernel
+    dy_nhwc = xp.permute_dims(dy, (0, 2, 3, 1))            # any memory order: a select reads it as it lies
+    if cache.windows == "tiles":
+        dx = xp.where(cache.chosen, xp.reshape(dy_nhwc, (n, oh, 1, ow, 1, c)), constant(0.0, dy))
+        return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
+    routed = xp.where(cache.chosen, xp.reshape(dy_nhwc, (n, oh * ow, 1, c)), constant(0.0, dy))
+    dx = _gather.fold(xp, xp.reshape(routed, (n, oh * ow * kh * kw, c)), cache.windows)
+    return xp.permute_dims(xp.reshape(dx, (n, h, w, c)), (0, 3, 1, 2))
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
@@ -208,23 +236,15 @@ def _dy_namespace(op, dy, like, cache):
     return checks.backward_namespace(op, dy, like, (cache.x_shape[0], cache.x_shape[1], *cache.out_hw), cache.dtype)
 
 
-def _fold(xp, dy_nhwc, cache, contribution, stacked=None):
+def _fold(xp, dy_nhwc, cache, contribution):
     """col2im: add each kernel offset's (N, OH, OW, C) contribution into a padded channels-last dx,
     crop the padding, and return it as an (N, C, H, W) view.
-
-    ``stacked``, every contribution at once (N, OH, OW, C, K), lets windows that tile the padded input
-    exactly (stride = kernel, no remainder) be placed by one transposing copy instead of K writes.
 
     Channels-last is the memory order that conv outputs and their activations have too: elementwise
     products of arrays in one order avoid NumPy's slow mixed-order iteration.
     """
     n, c, h, w = cache.x_shape
     top, bottom, left, right = cache.pads
-    (kh, kw), (oh, ow) = cache.kernel, cache.out_hw
-    if stacked is not None and cache.stride == cache.kernel and (oh * kh, ow * kw) == (h + top + bottom, w + left + right):
-        tiles = xp.permute_dims(xp.reshape(stacked, (n, oh, ow, c, kh, kw)), (0, 1, 4, 2, 5, 3))
-        dx = xp.reshape(tiles, (n, oh * kh, ow * kw, c))
-        return xp.permute_dims(_windows.crop_hw(dx, cache.pads, (1, 2)), (0, 3, 1, 2))
     dx = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=dy_nhwc.dtype,
                   device=array_api_compat.device(dy_nhwc))
     disjoint = cache.stride[0] >= cache.kernel[0] and cache.stride[1] >= cache.kernel[1]

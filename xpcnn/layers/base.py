@@ -1,13 +1,14 @@
 """Parameter and the Layer base class: thin stateful wrappers over xpcnn.functional."""
 from __future__ import annotations
 
+import contextlib
 import weakref
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from .. import checks
-from ..backend import Backend, backend_for, backend_of, dtype_name, resolve, to_backend
+from ..backend import Backend, backend_for, backend_of, dtype_name, resolve, to_backend, to_numpy
 
 
 class Parameter:
@@ -60,9 +61,10 @@ class Layer:
         """Host values of non-trainable state (BatchNorm's running statistics)."""
         return {}
 
-    def build(self, backend: Backend | str | None = None, rng: np.random.Generator | None = None,
-              dtype: str = "float32") -> "Layer":
-        """Create the parameters on ``backend`` from ``rng`` (Sequential does this for its layers).
+    def _materialize(self, backend: Backend | str | None = None, rng: np.random.Generator | None = None,
+                     dtype: str = "float32") -> "Layer":
+        """Create the parameters on ``backend`` from ``rng``: the protocol a container (a Sequential) runs on
+        its layers once every size is known; a layer used on its own runs it on its first input.
 
         The layer does not keep the backend: its arrays carry their library and device, and the model
         that holds the layer is where the backend is recorded (``model.backend``).
@@ -83,7 +85,7 @@ class Layer:
         the sizes it was not given from x's shape)."""
         if not self.built:
             self.infer(tuple(x.shape))
-            self.build(backend_for(x), None, dtype_name(x))
+            self._materialize(backend_for(x), None, dtype_name(x))
 
     # ------------------------------------------------------------------ inferred sizes
     def missing_sizes(self) -> list[str]:
@@ -105,6 +107,16 @@ class Layer:
 
     def eval(self) -> "Layer":
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator["Layer"]:
+        """``with model.evaluating(): ...`` runs in evaluation mode and restores the previous mode after."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def buffer_slots(self) -> list[tuple[str, "Layer", str]]:
         """``(key, owner, attribute)`` for every buffer, keys as in the state dict, those of contained layers too."""
@@ -141,16 +153,6 @@ class Layer:
         """The layers this one contains, with their state-dict prefixes (containers only)."""
         return []
 
-    def spec(self) -> dict:
-        """``{"type": class name, "config": constructor arguments}``: what a checkpoint stores to rebuild it
-        (a top-level Sequential's spec() is the model's architecture; layer_spec gives any layer's entry)."""
-        return layer_spec(self)
-
-    @classmethod
-    def from_config(cls, config: dict, build) -> "Layer":
-        """The layer of ``config``; ``build(spec)`` rebuilds any layer a container's config holds."""
-        return cls(**config)
-
     def summary_rows(self, prefix: str, input_shape: tuple) -> tuple[list[tuple[str, str, tuple, int]], tuple]:
         """Rows ``(index, description, output shape, parameter count)`` for ``Sequential.summary`` and the
         output shape; containers add a row per layer inside."""
@@ -167,6 +169,16 @@ class Layer:
     def parameters(self) -> list[Parameter]:
         """This layer's parameters and those of the layers it contains (``named_parameters`` without names)."""
         return [param for _, param in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.grad = None
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host NumPy copies of parameters and buffers, keyed as torch.nn.Sequential keys them."""
+        state = {key: np.array(to_numpy(param.data), copy=True) for key, param in self.named_parameters()}
+        state.update({key: np.array(to_numpy(value), copy=True) for key, value in self.named_buffers()})
+        return state
 
     def named_buffers(self) -> list[tuple[str, Any]]:
         own = [(name, getattr(self, name)) for name in self.buffer_names if getattr(self, name, None) is not None]
@@ -223,7 +235,8 @@ class Layer:
         return ValueError(f"{self.label()}: expected {expected}, got {tuple(input_shape)}")
 
     def config(self) -> dict:
-        """The constructor arguments, as JSON-able values (checkpoints rebuild the layer from them)."""
+        """The constructor arguments, as JSON-able values or layers (a container's), from which a checkpoint
+        rebuilds the layer as ``cls(**config)`` (see :mod:`xpcnn.serialization`)."""
         return {}
 
     def extra_repr(self) -> str:
@@ -324,9 +337,16 @@ def constructor_sizes(owner: str, names: tuple, positional: tuple, keywords: dic
     return given
 
 
-def layer_spec(layer: Layer) -> dict:
-    """A layer's entry in an architecture spec: ``{"type": class name, "config": layer.config()}``."""
-    return {"type": type(layer).__name__, "config": layer.config()}
+def walk_shapes(layers: list[Layer], input_shape: tuple, step) -> tuple:
+    """The shape after ``shape = step(index, layer, shape)`` for each of ``layers`` in order (a chain's walk:
+    inferring sizes, checking shapes, summary rows); a ValueError is named with the layer's index."""
+    shape = tuple(int(s) for s in input_shape)
+    for index, layer in enumerate(layers):
+        try:
+            shape = step(index, layer, shape)
+        except ValueError as exc:
+            raise ValueError(f"layer {index}: {exc}") from None
+    return shape
 
 
 def check_ndim(layer: Layer, input_shape: tuple, ndim: int, layout: str) -> None:

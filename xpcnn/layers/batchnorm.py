@@ -75,9 +75,9 @@ class BatchNorm2D(Layer):
             self.running_mean, self.running_var, training=self.training, eps=self.eps, reduce=self.reduce)
         if self.training:
             m, count = self.momentum, self.cache.count
-            unbiased = self.cache.batch_var * (count / (count - 1))
             self.running_mean = (1.0 - m) * self.running_mean + m * self.cache.batch_mean
-            self.running_var = (1.0 - m) * self.running_var + m * unbiased
+            # the unbiased variance (the batch's times M / (M - 1)) blended in with one factor
+            self.running_var = (1.0 - m) * self.running_var + (m * count / (count - 1)) * self.cache.batch_var
             self.num_batches_tracked = self.num_batches_tracked + 1
         return y
 

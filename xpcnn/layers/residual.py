@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Layer, claim, layer_spec
+from .base import Layer, claim
 
 
 class Residual(Layer):
@@ -29,9 +29,9 @@ class Residual(Layer):
         return [("block", self.block)] + ([] if self.shortcut is None else [("shortcut", self.shortcut)])
 
     # ------------------------------------------------------------------ construction
-    def build(self, backend=None, rng=None, dtype: str = "float32") -> "Residual":
+    def _materialize(self, backend=None, rng=None, dtype: str = "float32") -> "Residual":
         for _, child in self.children():
-            child.build(backend, rng, dtype)
+            child._materialize(backend, rng, dtype)
         self.dtype, self.built = dtype, True
         return self
 
@@ -78,11 +78,7 @@ class Residual(Layer):
         return self
 
     def config(self):
-        return {"block": layer_spec(self.block), "shortcut": None if self.shortcut is None else layer_spec(self.shortcut)}
-
-    @classmethod
-    def from_config(cls, config, build):
-        return cls(build(config["block"]), None if config.get("shortcut") is None else build(config["shortcut"]))
+        return {"block": self.block, "shortcut": self.shortcut}
 
     def summary_rows(self, prefix, input_shape):
         rows = []

@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import functional as F, reference as R
+from .. import config, functional as F, reference as R
+from ..functional import winograd
 from ..checks import positive_int
 from .. import optim
 from ..backend import resolve, to_backend, to_numpy
@@ -399,7 +400,7 @@ def residual(backend="numpy") -> Lesson:
 
     def residual_of(*weights) -> Residual:
         """Residual(Dense W[, Dense S]) built on the backend in float64, with the given weights."""
-        layer = Residual(*(Dense(2, 2, bias=False) for _ in weights)).build(backend, None, "float64")
+        layer = Residual(*(Dense(2, 2, bias=False) for _ in weights))._materialize(backend, None, "float64")
         for (_, param), value in zip(layer.named_parameters(), weights):
             param.data = to_backend(value, resolve(backend), dtype="float64")
         return layer
@@ -438,6 +439,55 @@ def residual(backend="numpy") -> Lesson:
     return lesson
 
 
+# ----------------------------------------------------------------------------- 9
+WINOGRAD_SIGNAL, WINOGRAD_FILTER = [1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0]
+
+
+def winograd_lesson(backend="numpy") -> Lesson:
+    lesson = Lesson("winograd", "winograd: 2 outputs of a 3-tap filter with 4 multiplications instead of 6")
+    on = _On(backend)
+    (d0, d1, d2, d3), (g0, g1, g2) = WINOGRAD_SIGNAL, WINOGRAD_FILTER
+    lesson.say(f"signal d = {WINOGRAD_SIGNAL}, filter g = {WINOGRAD_FILTER}")
+    lesson.step("Directly: each output is 3 products, 6 in all")
+    y0_text, y0 = _product_sum([(d0, g0), (d1, g1), (d2, g2)])
+    y1_text, y1 = _product_sum([(d1, g0), (d2, g1), (d3, g2)])
+    lesson.say(f"y0 = d0 g0 + d1 g1 + d2 g2 = {y0_text} = {num(y0)}", f"y1 = d1 g0 + d2 g1 + d3 g2 = {y1_text} = {num(y1)}")
+    lesson.step("F(2, 3): four products of sums; the filter's sums are made once and reused for every tile")
+    m = [(d0 - d2) * g0, (d1 + d2) * (g0 + g1 + g2) / 2, (d2 - d1) * (g0 - g1 + g2) / 2, (d1 - d3) * g2]
+    lesson.say(f"m1 = (d0 - d2) g0 = ({num(d0 - d2)})·{num(g0)} = {num(m[0])}",
+               f"m2 = (d1 + d2) (g0 + g1 + g2)/2 = {num(d1 + d2)}·{num((g0 + g1 + g2) / 2)} = {num(m[1])}",
+               f"m3 = (d2 - d1) (g0 - g1 + g2)/2 = {num(d2 - d1)}·{num((g0 - g1 + g2) / 2)} = {num(m[2])}",
+               f"m4 = (d1 - d3) g2 = ({num(d1 - d3)})·{num(g2)} = {num(m[3])}",
+               f"y0 = m1 + m2 + m3 = {num(m[0] + m[1] + m[2])}  (expand: the halves pair up into d0 g0 + d1 g1 + d2 g2)",
+               f"y1 = m2 - m3 - m4 = {num(m[1] - m[2] - m[3])}")
+    row = on(np.array(WINOGRAD_SIGNAL).reshape(1, 1, 1, 4))
+    direct, _ = F.conv2d_forward(row, on(np.array(WINOGRAD_FILTER).reshape(1, 1, 1, 3)))
+    _check(lesson, "y0, y1 from 4 products", [m[0] + m[1] + m[2], m[1] - m[2] - m[3]], to_numpy(direct)[0, 0, 0])
+    lesson.step("2-D, F(2x2, 3x3): Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A on a 4x4 tile")
+    b_t, g_matrix, a_t = (np.array(t, dtype=float) for t in winograd.TRANSFORMS[2])
+    d = np.arange(16.0).reshape(4, 4) % 5 - 1
+    g = np.array([[1.0, 0.0, -1.0], [2.0, 1.0, 0.0], [0.0, -1.0, 1.0]])
+    v, u = b_t @ d @ b_t.T, g_matrix @ g @ g_matrix.T
+    products = u * v
+    y = a_t @ products @ a_t.T
+    lesson.say(f"tile d (4x4) =\n{grid(d)}", f"kernel g (3x3) =\n{grid(g)}",
+               f"V = Bᵀ d B (additions only) =\n{grid(v)}", f"U = G g Gᵀ (once per kernel) =\n{grid(u)}",
+               f"M = U ⊙ V: 16 multiplications =\n{grid(products)}", f"Y = Aᵀ M A (additions only) =\n{grid(y)}")
+    with config.using(winograd="off"):
+        direct, _ = F.conv2d_forward(on(d.reshape(1, 1, 4, 4)), on(g.reshape(1, 1, 3, 3)))
+    _check(lesson, "Y against the 36 products of the direct convolution", y, to_numpy(direct)[0, 0])
+    with config.using(winograd="on"):            # the library's own Winograd form, on the same tile
+        library, _ = F.conv2d_forward(on(d.reshape(1, 1, 4, 4)), on(g.reshape(1, 1, 3, 3)))
+    _check(lesson, "Y against xpcnn's Winograd convolution (xpcnn.functional.winograd)", y, to_numpy(library)[0, 0])
+    lesson.step("The count")
+    lesson.say("direct: 2x2 outputs x 9 products = 36; F(2x2, 3x3): 4x4 = 16, 2.25x fewer",
+               "F(4x4, 3x3): 6x6 = 36 for 4x4 outputs instead of 144, 4x fewer (its constants 1/6, 1/24 round more)",
+               "With C_in channels the 16 products of each position k sum over channels: one matrix product per k,",
+               "  M[k] = V[k] @ U[k], (tiles, C_in) @ (C_in, C_out), all 16 batched (xpcnn.functional.winograd).")
+    lesson.keep(y_direct=[y0, y1], m=m, V=v, U=u, M=products, Y=y, Y_direct=to_numpy(direct)[0, 0])
+    return lesson
+
+
 EXAMPLES: dict[str, tuple[str, Callable[..., Lesson]]] = {
     "conv-mse": ("a 2x2 kernel on a 2x2 image, squared error, one update", conv_mse),
     "conv-relu-dense-softmax": ("conv, ReLU, dense, softmax and cross-entropy; which label the loss is read for",
@@ -448,6 +498,7 @@ EXAMPLES: dict[str, tuple[str, Callable[..., Lesson]]] = {
     "multichannel": ("two input and two output channels, one element then all", multichannel),
     "optimizers": ("SGD, momentum, Adagrad, RMSprop and Adam on one problem", optimizers),
     "residual": ("a skip connection: the two gradient paths of x add up (the sum rule)", residual),
+    "winograd": ("why 16 multiplications instead of 36 give the same 2x2 outputs (F(2x2, 3x3))", winograd_lesson),
 }
 
 

@@ -1,10 +1,16 @@
-"""Training: the loop (fit / evaluate / predict) and the batches it feeds; the callbacks it calls live
-in :mod:`xpcnn.callbacks` and are importable from here too. Works on anything with layers, state_dict
-and train/eval modes; imports no module above it (never :mod:`xpcnn.model`).
+"""Training: :class:`Trainer` (the loop: a step per batch, then the callbacks), the validated front door
+``fit`` / ``evaluate`` / ``predict`` that builds one, and the batches it feeds. The callbacks live in
+:mod:`xpcnn.callbacks` and are importable from here too. Works on any model of the :mod:`~xpcnn.train.protocol`
+(a Sequential); imports no module above it (never :mod:`xpcnn.model`).
 """
-from ..callbacks import Callback, EarlyStopping, EpochPrinter, MetricsLogger, ModelCheckpoint
-from .batches import batches
-from .loop import LOSSES, History, Trainer, TrainingDiverged, evaluate, fit, predict
+from ..callbacks import (Callback, CallbackList, EarlyStopping, EpochPrinter, LRSchedule, MetricsLogger,
+                         ModelCheckpoint)
+from .batches import Batch, ProcessGroup, TrainingFeed, batches
+from .extensions import TrainingDiverged
+from .loop import LOSSES, evaluate, fit, predict
+from .protocol import TrainableModel
+from .trainer import History, Trainer, train_step
 
-__all__ = ["fit", "evaluate", "predict", "History", "Trainer", "TrainingDiverged", "LOSSES", "batches",
-           "Callback", "EarlyStopping", "EpochPrinter", "MetricsLogger", "ModelCheckpoint"]
+__all__ = ["fit", "evaluate", "predict", "History", "Trainer", "train_step", "TrainingFeed", "Batch", "ProcessGroup",
+           "TrainableModel", "TrainingDiverged", "LOSSES", "batches", "Callback", "CallbackList", "EarlyStopping",
+           "EpochPrinter", "LRSchedule", "MetricsLogger", "ModelCheckpoint"]

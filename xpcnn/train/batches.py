@@ -4,7 +4,7 @@ Two ways to feed a step, chosen by :func:`feed`:
 
 - **On the device**: a data set under ``config.device_data_bytes`` is copied to the model's device once;
   each epoch moves one index array (and one array of augmentation offsets) there, and every batch is
-  gathered on the device with ``xp.take``. A step then copies nothing from the host.
+  gathered on the device with ``take``. A step then copies nothing from the host.
 - **From the host, prefetched**: otherwise (or when ``augment`` is a host-only function) batches are
   gathered, augmented and copied on the host by a background thread ``config.prefetch_batches`` ahead of
   the step, so the copy overlaps the step instead of stalling it.
@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, NamedTuple
 
-import array_api_compat
 import numpy as np
 
 from .. import config
-from ..backend import Backend, resolve, to_backend
+from ..backend import Backend, resolve, take, to_backend
 from ..checks import positive_int
+from .. import distributed as D
 from ..distributed import global_batches
 
 
@@ -89,7 +90,6 @@ class DeviceData:
         if augment is not None and not _draws_offsets(augment):
             raise TypeError(f"DeviceData.batches: augment must draw and apply on the device (such as "
                             f"RandomShift), got {augment!r}")
-        xp = array_api_compat.array_namespace(self.x)
         rng = rng if rng is not None else np.random.default_rng()
         order = to_backend(rng.permutation(self.n), self.backend) if shuffle else None
         offsets = to_backend(augment.draw(rng, self.n), self.backend) if augment is not None else None
@@ -99,8 +99,8 @@ class DeviceData:
                 yb = None if self.y is None else self.y[start:stop, ...]
             else:
                 index = order[start:stop]
-                xb = xp.take(self.x, index, axis=0)
-                yb = None if self.y is None else xp.take(self.y, index, axis=0)
+                xb = take(self.x, index, 0)
+                yb = None if self.y is None else take(self.y, index, 0)
             if offsets is not None:
                 xb = augment.apply(xb, offsets[start:stop, ...])
             yield xb, yb
@@ -142,6 +142,27 @@ class _Failed:
         self.error = error
 
 
+def _put(ready: queue.Queue, stop: threading.Event, item) -> bool:
+    """Put ``item`` in ``ready`` unless the consumer stopped first; whether it went in."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _produce(items: Iterable, ready: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in items:
+            if not _put(ready, stop, item):
+                return
+        _put(ready, stop, _END)
+    except BaseException as exc:  # handed to the consumer, raised in its thread
+        _put(ready, stop, _Failed(exc))
+
+
 def prefetched(items: Iterable, depth: int) -> Iterator:
     """Yield ``items`` in order, produced by a background thread up to ``depth`` items ahead (0: inline).
 
@@ -153,26 +174,7 @@ def prefetched(items: Iterable, depth: int) -> Iterator:
         return
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as exc:  # handed to the consumer, raised in its thread
-            put(_Failed(exc))
-
-    worker = threading.Thread(target=produce, name="xpcnn-prefetch", daemon=True)
+    worker = threading.Thread(target=_produce, args=(items, ready, stop), name="xpcnn-prefetch", daemon=True)
     worker.start()
     try:
         while True:
@@ -185,3 +187,82 @@ def prefetched(items: Iterable, depth: int) -> Iterator:
     finally:
         stop.set()
         worker.join()
+
+
+# ---------------------------------------------------------------------------- what a fit draws from
+@dataclass(frozen=True)
+class ProcessGroup:
+    """Who trains together: this process alone (``ProcessGroup()``), or every process of an MPI run
+    (:meth:`world`), each taking its shard of every global batch. The trainer adds its figures and takes
+    its stop decisions through :meth:`sum` and :meth:`any`, so it never calls MPI itself."""
+
+    rank: int = 0
+    size: int = 1
+    distributed: bool = False
+
+    @classmethod
+    def world(cls) -> "ProcessGroup":
+        return cls(D.rank(), D.size(), True)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process prints, shows progress and writes files (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        return (self.rank, self.size) if self.distributed else None
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Host numbers added over the processes (as they are, alone)."""
+        return D.all_sum(values).tolist() if self.distributed else list(values)
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process: a decision every process takes alike."""
+        return D.any_process(flag) if self.distributed else bool(flag)
+
+
+class Batch(NamedTuple):
+    """One step's data: ``x`` and ``y`` on the model's backend; ``samples``, the global batch's size (the
+    batch's own alone); ``weight``, this process's share of the global batch times the process count (1
+    alone, or when the shares are equal): its loss gradient's factor, so that the average of the processes'
+    gradients is the global batch's."""
+
+    x: Any
+    y: Any
+    samples: int
+    weight: float = 1.0
+
+
+class TrainingFeed:
+    """The batches of a fit, epoch after epoch: ``iter(feed)`` is one epoch of :class:`Batch` drawn from
+    ``data`` (a :class:`DeviceData` or :class:`HostFeed`) with the feed's own generator ``rng``. With
+    ``group`` a distributed :class:`ProcessGroup`, each is this process's shard of the global batch, with
+    its weight, and :class:`xpcnn.distributed.SyncBatchNorm2D` is told the global batch's size."""
+
+    def __init__(self, data, batch_size: int, *, rng: np.random.Generator, shuffle: bool = True, augment=None,
+                 group: ProcessGroup = ProcessGroup()):
+        self.data, self.batch_size, self.rng, self.shuffle, self.augment = data, batch_size, rng, shuffle, augment
+        self.group = group
+        self.sizes = [stop - start for start, stop, _, _ in bounds(data.n, batch_size, group.shard)]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def samples(self) -> int:
+        """The samples of an epoch, over every process."""
+        return sum(self.sizes)
+
+    def __iter__(self) -> Iterator[Batch]:
+        drawn = self.data.batches(self.batch_size, shuffle=self.shuffle, rng=self.rng, augment=self.augment,
+                                  shard=self.group.shard)
+        if not self.group.distributed:
+            yield from (Batch(xb, yb, samples) for samples, (xb, yb) in zip(self.sizes, drawn))
+            return
+        try:
+            for samples, (xb, yb) in zip(self.sizes, drawn):
+                D.set_global_batch(samples)                # SyncBatchNorm2D's counts, known on the host
+                yield Batch(xb, yb, samples, int(xb.shape[0]) * self.group.size / samples)
+        finally:
+            D.set_global_batch(None)
