@@ -15,7 +15,8 @@ conversion come here.
 - :mod:`.transfer`: pinned staging buffers and host copies for MPI, ``synchronize``.
 """
 from .convert import (
-    backend_of, canonical_device, constant, device_copy, dtype_name, move, same_device, same_place, take, to_numpy,
+    backend_of, canonical_device, constant, device_copy, dtype_name, made_once, move, same_device, same_place, take,
+    to_numpy,
 )
 from .registry import (
     BACKEND_NAMES, ENV_VAR, Backend, BackendUnavailable, backend_for, get_backend, like, resolve, set_backend,
@@ -26,7 +27,7 @@ from .transfer import copy_to_host, on_gpu, staging_buffer, synchronize, synchro
 
 __all__ = [
     "BACKEND_NAMES", "ENV_VAR", "Backend", "BackendUnavailable", "RandomStream", "backend_for", "backend_of",
-    "canonical_device", "constant", "copy_to_host", "device_copy", "dtype_name", "get_backend", "like", "move",
+    "canonical_device", "constant", "copy_to_host", "device_copy", "dtype_name", "get_backend", "like", "made_once", "move",
     "on_gpu", "resolve", "same_device", "same_place", "set_backend", "staging_buffer", "synchronize",
     "synchronize_array", "take", "to_backend", "to_numpy", "use_backend",
 ]

@@ -115,7 +115,18 @@ def device_copy(array: Any) -> Any:
     return _compat.array_namespace(array).asarray(array, copy=True)
 
 
-_constants: dict = {}
+_MADE: dict = {}
+
+
+def made_once(key: tuple, like: Any, make) -> Any:
+    """``make(device)``: arrays that depend on ``key`` alone (constants, index tables, rank vectors), made once
+    per library and device of ``like`` and reused, so that a call launches nothing and copies nothing for them."""
+    device = _compat.device(like)
+    full = (type(like).__module__, str(device)) + key
+    made = _MADE.get(full)
+    if made is None:
+        made = _MADE[full] = make(device)
+    return made
 
 
 def constant(value: float, reference: Any) -> Any:
@@ -123,12 +134,8 @@ def constant(value: float, reference: Any) -> Any:
     (library, dtype, device, value) and reused. An op given a Python number where it wants an array makes
     one on each call (array-api-compat's ``maximum(x, 0.0)`` on torch: a host-to-device copy that waits
     for the stream on CUDA); ops of a training step take this one instead."""
-    key = (backend_of(reference), dtype_name(reference), str(_compat.device(reference)), value)
-    made = _constants.get(key)
-    if made is None:
-        xp = _compat.array_namespace(reference)
-        made = _constants[key] = xp.asarray(value, dtype=reference.dtype, device=_compat.device(reference))
-    return made
+    return made_once(("constant", dtype_name(reference), value), reference, lambda device: _compat.array_namespace(
+        reference).asarray(value, dtype=reference.dtype, device=device))
 
 
 def take(array: Any, indices: Any, axis: int) -> Any:

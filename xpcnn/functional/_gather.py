@@ -20,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..backend import constant, take
-from ._windows import made_once
+from ..backend import constant, made_once, take
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import array_api_compat
 import array_api_extra as xpx
+
+from ..backend import made_once
 
 
 def offsets(kernel, stride, dilation, out_hw) -> Iterator[tuple[int, slice, slice]]:
@@ -78,19 +79,6 @@ def channel_sum(rows: Any, width: int, xp: Any) -> Any:
     """Σ over all but the channel axis of :func:`wide_rows` rows (N*H, W*C) -> (C,)."""
     partial = xp.sum(rows, axis=0)
     return xp.sum(xp.reshape(partial, (width, partial.shape[0] // width)), axis=0)
-
-
-_MADE: dict = {}
-
-
-def made_once(key: tuple, like: Any, make) -> Any:
-    """``make(device)``: arrays that depend on the geometry alone (index tables, rank vectors, constant
-    rows), made once per library and device and reused, so that a call launches nothing for them."""
-    device = array_api_compat.device(like)
-    full = (type(like).__module__, str(device)) + key
-    if full not in _MADE:
-        _MADE[full] = make(device)
-    return _MADE[full]
 
 
 def column_sums(xp, matrix: Any, scale: float = 1.0) -> Any:

@@ -49,22 +49,15 @@ class _WideRows:
         return total if scale == 1.0 else total * scale
 
 
-class _Columns:
-    """The few-launch layout (GPUs, array_api_strict; _launch.launch_bound): (N, C, H, W) laid out
-    channels-last as an (N*H*W, C) matrix (a view), a per-channel vector broadcast as a (1, C) row, and a
-    statistic one matrix product with a constant row (_windows.column_sums), which GPU libraries reduce
-    in parallel where a sum over the rows of a few contiguous columns runs on one thread block."""
-
-    def __init__(self, shape: tuple, xp):
-        self.shape, self.xp = shape, xp
+class _Columns(_WideRows):
+    """The few-launch layout (GPUs, array_api_strict; _launch.launch_bound): the same channels-last memory
+    as an (N*H*W, C) matrix (a view), a per-channel vector broadcast as a (1, C) row, and a statistic one
+    matrix product with a constant row (_windows.column_sums), which GPU libraries reduce in parallel
+    where a sum over the rows of a few contiguous columns runs on one thread block."""
 
     def rows(self, x):
         n, c, h, w = self.shape
         return self.xp.reshape(_windows.channels_last(x, self.xp), (n * h * w, c))
-
-    def back(self, y):
-        n, c, h, w = self.shape
-        return self.xp.permute_dims(self.xp.reshape(y, (n, h, w, c)), (0, 3, 1, 2))
 
     def per_channel(self, vector):
         return self.xp.reshape(vector, (1, -1))

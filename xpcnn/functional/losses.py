@@ -5,10 +5,8 @@ mse_loss:               L = (1/M) Σ (p - t)²  (M = number of elements);  dL/dp
 """
 from __future__ import annotations
 
-import array_api_compat
-
 from .. import checks
-from . import _windows
+from ..backend import made_once
 from .activations import log_softmax_forward
 
 _CE = "softmax_cross_entropy"
@@ -54,7 +52,7 @@ def _targets(xp, logits, labels, check_values: bool):
             low, high = int(xp.min(labels)), int(xp.max(labels))
             if low < 0 or high >= k:
                 raise ValueError(f"{_CE}: labels must lie in [0, {k}), got values from {low} to {high}")
-        classes = _windows.made_once(("classes", k, str(labels.dtype)), labels,
+        classes = made_once(("classes", k, str(labels.dtype)), labels,
                                      lambda device: xp.arange(k, dtype=labels.dtype, device=device))
         return xp.astype(labels[:, None] == classes, logits.dtype)
     if labels.dtype == xp.bool:

@@ -14,7 +14,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .. import checks
-from ..backend import constant
+from ..backend import constant, made_once
 from . import _gather, _windows
 from ._launch import host_memory, launch_bound
 
@@ -145,7 +145,7 @@ def _chosen_cells(xp, cells, top, axes, layout, kernel):
             first = xp.reshape(xp.where(xp.reshape(real, (-1, k, 1)), first, xp.zeros_like(first)), (1, -1, k, 1))
         return first, xp.reshape(xp.arange(1, k + 1, dtype=dtype, device=device), shape)
 
-    first_max, last_nan = _windows.made_once(("ranks", k, layout, str(dtype)), cells, ranks)
+    first_max, last_nan = made_once(("ranks", k, layout, str(dtype)), cells, ranks)
     scores = xp.where(cells == top, first_max, constant(0, first_max))
     scores = xp.where(xp.isnan(cells), last_nan, scores)
     return scores == xp.max(scores, axis=axes, keepdims=True)
@@ -162,7 +162,7 @@ def _first_real_cell(xp, kernel, stride, pads, out_hw, index_dtype, like):
         first = xp.reshape(starts[0], (out_hw[0], 1)) * kernel[1] + xp.reshape(starts[1], (1, out_hw[1]))
         return xp.reshape(xp.astype(first, index_dtype), (1, out_hw[0], out_hw[1], 1))
 
-    return _windows.made_once(("first real", kernel, stride, pads, out_hw, str(index_dtype)), like, make)
+    return made_once(("first real", kernel, stride, pads, out_hw, str(index_dtype)), like, make)
 
 
 def max_pool2d_backward(dy, cache: PoolCache):

@@ -24,6 +24,7 @@ from typing import Any
 import array_api_compat
 
 from .. import checks, config, cores
+from ..backend import made_once
 from ._launch import launch_bound
 from . import _windows
 
@@ -160,7 +161,7 @@ def _blocks(xp, x, out_hw, m, channels) -> list[slice]:
 def _constant(xp, rows, like):
     """The transform matrix ``rows`` on ``like``'s library and device, made once per place and dtype."""
     key = ("winograd", tuple(map(tuple, rows)), str(like.dtype))
-    return _windows.made_once(key, like, lambda device: xp.asarray(rows, dtype=like.dtype, device=device))
+    return made_once(key, like, lambda device: xp.asarray(rows, dtype=like.dtype, device=device))
 
 
 def _weight_transform(xp, weight, m):
