@@ -18,6 +18,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -26,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from xpcnn import config
+from xpcnn import config, cores
 from xpcnn import functional as F
 from xpcnn import optim
 from xpcnn.backend import resolve, synchronize, to_backend, to_numpy
@@ -227,6 +228,51 @@ def run_case(case: Case, backend, torch, device, repeat: int, warmup: int) -> Re
                   ratio_quartiles=(quartiles[0], quartiles[2]))
 
 
+#: The name suffix of a case timed with each library in its own process (``--isolated``).
+OWN_PROCESSES = " (own processes)"
+
+
+def time_one_side(case: Case, side: str, backend, torch, device, repeat: int, warmup: int) -> list[float]:
+    """Milliseconds of ``repeat`` blocks of one library's calls, run alone in this process (``--child``)."""
+    ours, theirs = case.build(backend, torch, device)
+    fn = ours if side == "xpcnn" else theirs
+    sync = _sync(backend, torch, device)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeat):                 # blocks as run_case's: a pause, one untimed call, BLOCK timed
+        time.sleep(SETTLE_SECONDS)
+        fn()
+        sync()
+        times.extend(_time(fn, sync) for _ in range(BLOCK))
+    return times
+
+
+def run_isolated(case: Case, backend_name: str, repeat: int, warmup: int, rounds: int, quick: bool = False) -> Result:
+    """``rounds`` pairs of processes, one timing only xpcnn's calls and then one only PyTorch's: no library's
+    threads (OpenBLAS's spin after each product) or allocator state reach the other's calls. Medians of all
+    calls; the spread is the 25th-75th percentile of the ratios of each pair's medians."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    mine, ref, ratios = [], [], []
+    for _ in range(rounds):
+        medians = []
+        for side, times in (("xpcnn", mine), ("torch", ref)):
+            command = [sys.executable, "-m", "benchmarks", "--child", case.name, "--side", side,
+                       "--backend", backend_name, "--repeat", str(repeat), "--warmup", str(warmup)]
+            command += ["--quick"] if quick else []
+            done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"benchmarks: the {side} process for {case.name!r} failed:\n{done.stderr[-2000:]}")
+            side_times = json.loads(done.stdout.strip().splitlines()[-1])
+            times.extend(side_times)
+            medians.append(statistics.median(side_times))
+        ratios.append(medians[0] / medians[1])
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return Result(case.group, case.name + OWN_PROCESSES, statistics.median(mine), statistics.median(ref),
+                  case.images, ratio_quartiles=(quartiles[0], quartiles[2]))
+
+
 def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dict:
     """Peak traced host memory of a conv forward + backward (NumPy allocations are traced by tracemalloc)."""
     rng = np.random.default_rng(0)
@@ -360,13 +406,22 @@ def tf32_text(settings: dict) -> str:
             f"CUPY_TF32={settings['CUPY_TF32']})")
 
 
+def blas_text(info: dict) -> str:
+    """OpenBLAS's kernels, and whether $OPENBLAS_CORETYPE chose them (results before it was recorded: unknown)."""
+    kernels = info.get("blas_kernels", "unknown")
+    pinned = info.get("openblas_coretype")
+    return f"{kernels}, set by OPENBLAS_CORETYPE" if pinned else f"{kernels}, OpenBLAS's choice"
+
+
 def machine_info(backend, torch, device) -> dict:
     cpu = cpu_name()
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "backend": backend.name, "backend_version": backend.library_version,
-            "numpy": np.__version__, "torch": torch.__version__, "device": "cpu"}
+            "numpy": np.__version__, "torch": torch.__version__, "device": "cpu",
+            "blas_kernels": cores.blas_kernels() or "unknown",
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")}
     info["tf32"] = tf32_settings(torch)
     if device == "cuda":
         info["device"] = torch.cuda.get_device_name(0)
@@ -400,7 +455,8 @@ def markdown(info: dict, results: list[Result], memory: dict | None, overhead: f
              ready: list[dict] | None = None) -> str:
     lines = [f"# xpcnn vs PyTorch: backend `{info['backend']}` on {info['device']}", "",
              f"{info['date']}; {info['cpu']} ({info['cpu_count']} CPUs); Python {info['python']}, "
-             f"NumPy {info['numpy']}, PyTorch {info['torch']} ({info['torch_threads']} threads); float32; "
+             f"NumPy {info['numpy']} (OpenBLAS kernels: {blas_text(info)}), PyTorch {info['torch']} "
+             f"({info['torch_threads']} threads); float32; "
              f"median of interleaved blocks of {BLOCK} calls; the ratio's spread is the 25th-75th percentile of "
              "the ratios of adjacent xpcnn and PyTorch blocks; " + tf32_text(info["tf32"]) + ".", ""]
     for group in ("ops", "steps", "scaling"):
@@ -413,6 +469,10 @@ def markdown(info: dict, results: list[Result], memory: dict | None, overhead: f
             rate = f"{r.images / r.xpcnn_ms * 1e3:,.0f}" if r.images else "-"
             spread = "{:.2f}-{:.2f}".format(*r.ratio_quartiles) if r.ratio_quartiles else "-"
             lines.append(f"| {r.name} | {r.xpcnn_ms:.2f} | {r.torch_ms:.2f} | {r.ratio:.2f} | {spread} | {rate} |")
+        if any(r.name.endswith(OWN_PROCESSES) for r in rows):
+            lines += ["", "Rows marked" + OWN_PROCESSES + " time each library alone in a process of its own "
+                      "(pairs of processes, xpcnn's then PyTorch's, the same blocks of calls); their spread is "
+                      "the 25th-75th percentile of the ratios of each pair's medians."]
         lines.append("")
     if memory:
         lines += ["## memory", "", "| conv 3x3 32->64 28x28 forward+backward | peak MB | inputs+outputs MB |",
@@ -444,6 +504,11 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", action="store_true", help="also plot time per image against batch size")
     parser.add_argument("--tf32", choices=("off", "on"), default="off",
                         help="TF32 for float32 products, set equally for PyTorch (matmul and cuDNN) and CuPy")
+    parser.add_argument("--isolated", type=int, default=0, metavar="ROUNDS",
+                        help="also time each steps case with each library in its own process, ROUNDS pairs of "
+                             "processes of --repeat blocks each")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)      # --isolated's processes
+    parser.add_argument("--side", choices=("xpcnn", "torch"), default="xpcnn", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         import torch
@@ -459,14 +524,22 @@ def main(argv=None) -> int:
         return 1
     groups = set(args.groups.split(","))
     repeat = max(3, args.repeat // 2) if args.quick else args.repeat
+    if args.child is not None:
+        case = next(case for case in cases(args.quick) if case.name == args.child)
+        print(json.dumps(time_one_side(case, args.side, backend, torch, device, repeat, args.warmup)))
+        return 0
     results = []
     for case in cases(args.quick):
         if case.group not in groups or args.filter not in case.name:
             continue
-        result = run_case(case, backend, torch, device, repeat, args.warmup)
-        results.append(result)
-        print(f"{case.group:8s} {case.name:42s} xpcnn {result.xpcnn_ms:9.2f} ms   torch {result.torch_ms:9.2f} ms"
-              f"   ratio {result.ratio:5.2f}", flush=True)
+        timed = [run_case(case, backend, torch, device, repeat, args.warmup)]
+        if args.isolated and case.group == "steps":
+            timed.append(run_isolated(case, backend.name, args.repeat, args.warmup, args.isolated,
+                                      args.quick))
+        for result in timed:
+            results.append(result)
+            print(f"{case.group:8s} {result.name:42s} xpcnn {result.xpcnn_ms:9.2f} ms   torch {result.torch_ms:9.2f} ms"
+                  f"   ratio {result.ratio:5.2f}", flush=True)
     memory = None
     if "memory" in groups and backend.name == "numpy":
         memory = [peak_memory(backend), peak_memory(backend, workspace_mb=64)]

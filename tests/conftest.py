@@ -44,6 +44,15 @@ def xp(backend):
     return backend.xp
 
 
+@pytest.fixture
+def compiles_once(backend):
+    """The backend, for numerical-gradient and autograd checks that are skipped on JAX: it compiles every
+    new shape (seconds each), and the checks against the reference cover it."""
+    if backend.name == "jax":
+        pytest.skip("checked against the reference on JAX; gradcheck and autograd run on the other backends")
+    return backend
+
+
 @pytest.fixture(autouse=True)
 def _run_in_a_temporary_folder(tmp_path, monkeypatch):
     """Each test runs in its own temporary folder, so a relative path (a CLI's runs/, a README example's

@@ -22,6 +22,27 @@ def test_harness_writes_json_and_markdown(tmp_path):
     assert "| dense 3136->128 forward |" in table and "Batch-1 LeNet forward" in table
 
 
+def test_isolated_runs_each_library_in_its_own_process(tmp_path, monkeypatch):
+    """--isolated starts one process per library and round (recorded here), and pairs their medians."""
+    pytest.importorskip("torch")
+    started = []
+    real_run = bench.subprocess.run
+
+    def run(command, **kwargs):
+        started.append(command[command.index("--side") + 1])
+        return real_run(command, **kwargs)
+    monkeypatch.setattr(bench.subprocess, "run", run)
+    code = bench.main(["--groups", "steps", "--filter", "LeNet step b64", "--quick", "--repeat", "1",
+                       "--warmup", "1", "--isolated", "2", "--out", str(tmp_path), "--name", "own"])
+    assert code == 0 and started == ["xpcnn", "torch", "xpcnn", "torch"]
+    rows = json.loads((tmp_path / "own.json").read_text())["results"]
+    assert [r["name"] for r in rows] == ["LeNet step b64", "LeNet step b64" + bench.OWN_PROCESSES]
+    assert all(r["xpcnn_ms"] > 0 and r["torch_ms"] > 0 for r in rows)
+    low, high = rows[1]["ratio_quartiles"]
+    assert 0 < low <= high
+    assert "LeNet step b64 (own processes)" in (tmp_path / "own.md").read_text()
+
+
 def test_every_case_builds_on_both_sides():
     torch = pytest.importorskip("torch")
     from xpcnn.backend import resolve

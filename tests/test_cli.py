@@ -103,6 +103,10 @@ def test_backends_lists_every_backend():
         assert any(line.split()[0] == name for line in result.stdout.splitlines()[1:] if line.strip()
                    and not line.startswith(" "))
     assert "numpy             yes        yes" in result.stdout
+    from xpcnn import cores
+    kernels = cores.blas_kernels()
+    if kernels:                     # the subprocess loads the same OpenBLAS with the same environment
+        assert f"numpy: OpenBLAS runs its {kernels} kernels" in result.stdout
 
 
 def test_backend_rows_list_every_backend():

@@ -102,3 +102,39 @@ def test_set_threads_limits_blas_and_refuses_nonsense():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="set_threads: count must be an integer >= 1"):
             cores.set_threads(bad)
+
+
+CPUINFO = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 fma {extra}\n\n"
+           "processor\t: 1\nflags\t\t: fpu avx512f\n")
+
+
+@pytest.mark.parametrize("extra, has", [("avx512f avx512bw", True), ("", False)])
+def test_cpu_flags_are_read_from_the_first_processor(tmp_path, extra, has):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(extra=extra))
+    flags = cores.cpu_flags(str(path))
+    assert {"avx2", "fma"} <= flags and ("avx512f" in flags) == has
+    assert cores.cpu_flags(str(tmp_path / "missing")) == set()
+
+
+@pytest.mark.parametrize("pinned, kernels, flags, hint", [
+    ("Haswell", "Haswell", {"avx2", "avx512f"}, True),      # AVX2 kernels held on an AVX-512 CPU
+    ("", "Haswell", {"avx2", "avx512f"}, False),            # OpenBLAS's own choice: not second-guessed
+    ("SkylakeX", "SkylakeX", {"avx512f"}, False),           # pinned to AVX-512 kernels already
+    ("Haswell", "Haswell", {"avx2"}, False),                # a CPU without AVX-512
+    ("Haswell", None, {"avx512f"}, False),                  # no OpenBLAS loaded
+])
+def test_blas_kernels_note_only_when_the_environment_holds_kernels_back(pinned, kernels, flags, hint):
+    note = cores.blas_kernels_note(kernels, environ={"OPENBLAS_CORETYPE": pinned} if pinned else {}, flags=flags)
+    assert (note is not None) == hint
+    if hint:
+        assert f"OPENBLAS_CORETYPE={pinned}" in note and kernels in note
+
+
+def test_blas_kernels_names_what_this_process_runs():
+    import os
+    kernels = cores.blas_kernels()
+    assert kernels is None or isinstance(kernels, str) and kernels
+    pinned = os.environ.get("OPENBLAS_CORETYPE")
+    if kernels and pinned:          # OpenBLAS reports the core type it was told to use
+        assert kernels.lower() == pinned.lower() or pinned not in ("Haswell", "SkylakeX")

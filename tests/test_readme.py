@@ -60,16 +60,28 @@ def test_functional_example_runs():
 
 
 def test_performance_table_quotes_the_committed_results():
-    """Every row of the README's performance table is a case of benchmarks/results/numpy-cpu.json,
-    with its figures as the harness wrote them."""
+    """Every row of the README's performance tables is a case of the results file named in the text above
+    the table (benchmarks/results/<name>.md, whose .json the harness wrote), with its figures as written."""
     import json
-    results = json.loads((README.parent / "benchmarks" / "results" / "numpy-cpu.json").read_text())["results"]
+    import re
     section = README.read_text().split("## Performance", 1)[1].split("\n## ", 1)[0]
-    rows = [line.strip("|").split("|") for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith("| case")]
-    assert len(rows) >= 3
-    for name, ours, theirs, ratio in ((cell.strip() for cell in row) for row in rows):
-        match = next((r for r in results if r["name"] == name), None)
-        assert match is not None, f"README row {name!r} is not a case in the results file"
-        assert (ours, theirs, ratio) == (f"{match['xpcnn_ms']:.2f}", f"{match['torch_ms']:.2f}",
-                                         f"{match['ratio']:.2f}"), name
+    tables, source = 0, None
+    for block in section.split("\n\n"):
+        rows = [line.strip("|").split("|") for line in block.splitlines()
+                if line.startswith("| ") and not line.startswith("| case")]
+        if not rows:
+            named = re.findall(r"benchmarks/results/([\w-]+)\.md", block)
+            source = named[-1] if named else source
+            continue
+        assert source is not None, "a performance table must follow the name of its results file"
+        results = json.loads((README.parent / "benchmarks" / "results" / f"{source}.json").read_text())["results"]
+        tables += 1
+        for row in rows:
+            name, ours, theirs, ratio = (cell.strip() for cell in row[:4])
+            match = next((r for r in results if r["name"] == name), None)
+            assert match is not None, f"README row {name!r} is not a case in {source}.json"
+            assert (ours, theirs, ratio) == (f"{match['xpcnn_ms']:.2f}", f"{match['torch_ms']:.2f}",
+                                             f"{match['ratio']:.2f}"), name
+            if len(row) > 4:          # a spread column: the 25th-75th percentile of the paired ratios
+                assert row[4].strip() == "{:.2f}-{:.2f}".format(*match["ratio_quartiles"]), name
+    assert tables >= 1

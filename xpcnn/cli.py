@@ -467,6 +467,14 @@ def cmd_backends(args) -> int:
     for row in rows:
         if row["note"] and row["installed"] == "yes":
             print(f"  {row['name']}: {row['note']}")
+    from . import cores
+
+    kernels = cores.blas_kernels()
+    if kernels:
+        print(f"  numpy: OpenBLAS runs its {kernels} kernels with {cores.threads_in_force()} thread(s)")
+        note = cores.blas_kernels_note(kernels)
+        if note:
+            print(f"  numpy: {note}")
     return 0
 
 

@@ -21,6 +21,50 @@ import time
 PROC_STAT = "/proc/stat"
 
 
+#: Linux's description of the processors: "flags" lines list each one's instruction sets.
+PROC_CPUINFO = "/proc/cpuinfo"
+
+#: OpenBLAS core types whose single-precision kernels use AVX-512 (the others stop at AVX2 or below).
+AVX512_CORETYPES = ("SkylakeX", "Cooperlake", "SapphireRapids")
+
+
+def cpu_flags(cpuinfo: str = PROC_CPUINFO) -> set[str]:
+    """The instruction-set flags of this machine's first processor (Linux), or an empty set."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
+            block = info.read(1 << 16).split("\n\n", 1)[0]
+    except OSError:
+        return set()
+    for line in block.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def blas_kernels_note(kernels: str | None, environ=None, flags: set[str] | None = None) -> str | None:
+    """A hint when ``$OPENBLAS_CORETYPE`` holds OpenBLAS to kernels below what the CPU has, else None.
+
+    OpenBLAS picks its kernels by the CPU it finds; the variable overrides that. On the 2-core AVX-512
+    machine of docs/performance.md, whose environment sets ``OPENBLAS_CORETYPE=Haswell`` (AVX2), NumPy's
+    float32 products ran 1.2-1.9x faster with the variable unset (OpenBLAS then takes SkylakeX)."""
+    environ = os.environ if environ is None else environ
+    pinned = environ.get("OPENBLAS_CORETYPE")
+    flags = cpu_flags() if flags is None else flags
+    if not pinned or kernels is None or kernels in AVX512_CORETYPES or "avx512f" not in flags:
+        return None
+    return (f"OPENBLAS_CORETYPE={pinned} holds OpenBLAS to its {kernels} kernels on a CPU with AVX-512; "
+            "unset it to let OpenBLAS choose (faster matrix products, docs/performance.md)")
+
+
+def blas_kernels() -> str | None:
+    """The kernels this process's OpenBLAS runs ("Haswell", "SkylakeX", ...; threadpoolctl), or None."""
+    from threadpoolctl import threadpool_info
+
+    names = [pool.get("architecture") for pool in threadpool_info() if pool.get("internal_api") == "openblas"]
+    return next((name for name in names if name), None)
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask where the platform has one)."""
     try:

@@ -63,6 +63,15 @@ def on(backend: str | Backend, *arrays: Any, dtype: str | None = None):
     return moved[0] if len(moved) == 1 else moved
 
 
+def torch_conv2d_grads(torch, x, w, b, dy, **conv_kwargs) -> tuple:
+    """PyTorch autograd's ``(y, dx, dweight, dbias)`` of ``conv2d(x, w, b, **conv_kwargs)`` for the output
+    gradient ``dy``, as float64 NumPy arrays (``dbias`` None without a bias)."""
+    leaves = [None if a is None else torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in (x, w, b)]
+    y = torch.nn.functional.conv2d(*leaves, **conv_kwargs)
+    y.backward(torch.tensor(np.asarray(dy, np.float64)))
+    return (y.detach().numpy(), *(None if leaf is None else leaf.grad.numpy() for leaf in leaves))
+
+
 def tie_free(shape, seed: int = 0) -> np.ndarray:
     """A shuffled linspace: every value distinct, so max-pool has no ties."""
     rng = np.random.default_rng(seed)

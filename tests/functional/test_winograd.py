@@ -7,7 +7,7 @@ import xpcnn
 from xpcnn import functional as F, gradcheck, reference as R
 from xpcnn.functional import winograd
 from xpcnn.functional._launch import launch_bound
-from xpcnn.testing import assert_close, on
+from xpcnn.testing import assert_close, on, torch_conv2d_grads
 
 # (N, C_in, H, W), C_out, padding (int or (top, bottom, left, right)), bias
 CONFIGS = [
@@ -57,37 +57,26 @@ def test_winograd_matches_reference(backend, tile, dtype, x_shape, c_out, paddin
         assert_close(db, expected[3], backend, dtype, name="dbias", **loose)
 
 
-def _slow_on_jax(backend):
-    """JAX compiles every new shape (seconds per case): its gradients are checked against the reference in
-    test_winograd_matches_reference; the numerical and autograd checks run on the other backends."""
-    if backend.name == "jax":
-        pytest.skip("checked against the reference on JAX; gradcheck and autograd run on the other backends")
-
-
 @pytest.mark.parametrize("x_shape,c_out,padding,with_bias", CONFIGS, ids=IDS)
-def test_winograd_numerical_gradient(backend, tile, x_shape, c_out, padding, with_bias):
-    _slow_on_jax(backend)
+def test_winograd_numerical_gradient(compiles_once, tile, x_shape, c_out, padding, with_bias):
+    backend = compiles_once
     x, w, b = _data(x_shape, c_out, with_bias, seed=2)
     report = gradcheck(F.conv2d_forward, F.conv2d_backward, on(backend, x, w, b), forward_kwargs={"padding": padding})
     assert set(report) == ({0, 1, 2} if with_bias else {0, 1})
 
 
 @pytest.mark.parametrize("x_shape,c_out,padding,with_bias", CONFIGS[:3], ids=IDS[:3])
-def test_winograd_matches_torch_autograd(backend, tile, x_shape, c_out, padding, with_bias):
-    _slow_on_jax(backend)
+def test_winograd_matches_torch_autograd(compiles_once, tile, x_shape, c_out, padding, with_bias):
     torch = pytest.importorskip("torch")
+    backend = compiles_once
     x, w, b = _data(x_shape, c_out, with_bias, seed=3)
     y, cache = F.conv2d_forward(*on(backend, x, w, b), padding=padding)
     dy = np.random.default_rng(4).standard_normal(tuple(y.shape))
-    grads = F.conv2d_backward(on(backend, dy), cache)
-    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    tb = None if b is None else torch.tensor(b, requires_grad=True)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, padding=padding)
-    ty.backward(torch.tensor(dy))
-    assert_close(y, ty.detach().numpy(), backend, name="y")
-    for got, leaf, name in zip(grads, (tx, tw, tb), ("dx", "dweight", "dbias")):
-        if leaf is not None:
-            assert_close(got, leaf.grad.numpy(), backend, name=name)
+    got = (y, *F.conv2d_backward(on(backend, dy), cache))
+    for value, want, name in zip(got, torch_conv2d_grads(torch, x, w, b, dy, padding=padding),
+                                 ("y", "dx", "dweight", "dbias")):
+        if want is not None:
+            assert_close(value, want, backend, name=name)
 
 
 def _forward_backward(backend, x, w, b, dy, **kwargs):
