@@ -31,6 +31,7 @@ from xpcnn import config, cores
 from xpcnn import functional as F
 from xpcnn import optim
 from xpcnn.backend import resolve, synchronize, to_backend, to_numpy
+from xpcnn.cli import non_negative_count, positive_count
 from xpcnn.testing import torch_twin
 from xpcnn.zoo import lenet, resnet20, vgg_small
 
@@ -218,14 +219,24 @@ def run_case(case: Case, backend, torch, device, repeat: int, warmup: int) -> Re
     mine, ref, rounds = [], [], []
     for _ in range(repeat):
         for fn, times in ((ours, mine), (theirs, ref)):
-            time.sleep(SETTLE_SECONDS)
-            fn()
-            sync()
-            times.extend(_time(fn, sync) for _ in range(BLOCK))
+            times.extend(_block(fn, sync))
         rounds.append(statistics.median(mine[-BLOCK:]) / statistics.median(ref[-BLOCK:]))
-    quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [rounds[0]] * 3
     return Result(case.group, case.name, statistics.median(mine), statistics.median(ref), case.images,
-                  ratio_quartiles=(quartiles[0], quartiles[2]))
+                  ratio_quartiles=_spread(rounds))
+
+
+def _block(fn, sync) -> list[float]:
+    """One block of calls: a pause, one untimed call that wakes the library's threads, BLOCK timed calls."""
+    time.sleep(SETTLE_SECONDS)
+    fn()
+    sync()
+    return [_time(fn, sync) for _ in range(BLOCK)]
+
+
+def _spread(ratios: list[float]) -> tuple[float, float]:
+    """The 25th and 75th percentile of paired ratios (the one ratio twice when there is one)."""
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return quartiles[0], quartiles[2]
 
 
 #: The name suffix of a case timed with each library in its own process (``--isolated``).
@@ -240,13 +251,7 @@ def time_one_side(case: Case, side: str, backend, torch, device, repeat: int, wa
     for _ in range(warmup):
         fn()
     sync()
-    times = []
-    for _ in range(repeat):                 # blocks as run_case's: a pause, one untimed call, BLOCK timed
-        time.sleep(SETTLE_SECONDS)
-        fn()
-        sync()
-        times.extend(_time(fn, sync) for _ in range(BLOCK))
-    return times
+    return [ms for _ in range(repeat) for ms in _block(fn, sync)]      # the blocks run_case times
 
 
 def run_isolated(case: Case, backend_name: str, repeat: int, warmup: int, rounds: int, quick: bool = False) -> Result:
@@ -268,9 +273,8 @@ def run_isolated(case: Case, backend_name: str, repeat: int, warmup: int, rounds
             times.extend(side_times)
             medians.append(statistics.median(side_times))
         ratios.append(medians[0] / medians[1])
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
     return Result(case.group, case.name + OWN_PROCESSES, statistics.median(mine), statistics.median(ref),
-                  case.images, ratio_quartiles=(quartiles[0], quartiles[2]))
+                  case.images, ratio_quartiles=_spread(ratios))
 
 
 def peak_memory(backend, n: int = 256, workspace_mb: float | None = None) -> dict:
@@ -495,8 +499,8 @@ def main(argv=None) -> int:
     parser.add_argument("--groups", default="ops,steps,scaling,memory,overhead,readiness",
                         help="comma-separated: ops, steps, scaling, memory, overhead, readiness")
     parser.add_argument("--filter", default="", help="only cases whose name contains this text")
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeat", type=positive_count, default=7)
+    parser.add_argument("--warmup", type=non_negative_count, default=2)
     parser.add_argument("--quick", action="store_true", help="smaller batches and fewer repetitions")
     parser.add_argument("--out", default="bench-results",
                         help="output folder (benchmarks/results holds the committed results)")
@@ -504,7 +508,7 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", action="store_true", help="also plot time per image against batch size")
     parser.add_argument("--tf32", choices=("off", "on"), default="off",
                         help="TF32 for float32 products, set equally for PyTorch (matmul and cuDNN) and CuPy")
-    parser.add_argument("--isolated", type=int, default=0, metavar="ROUNDS",
+    parser.add_argument("--isolated", type=non_negative_count, default=0, metavar="ROUNDS",
                         help="also time each steps case with each library in its own process, ROUNDS pairs of "
                              "processes of --repeat blocks each")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)      # --isolated's processes
@@ -525,7 +529,9 @@ def main(argv=None) -> int:
     groups = set(args.groups.split(","))
     repeat = max(3, args.repeat // 2) if args.quick else args.repeat
     if args.child is not None:
-        case = next(case for case in cases(args.quick) if case.name == args.child)
+        case = next((case for case in cases(args.quick) if case.name == args.child), None)
+        if case is None:
+            parser.error(f"--child: no case named {args.child!r}")
         print(json.dumps(time_one_side(case, args.side, backend, torch, device, repeat, args.warmup)))
         return 0
     results = []

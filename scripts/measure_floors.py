@@ -11,7 +11,9 @@ Each figure is the minimum (and median) of repeated wall-clock runs on this mach
 alternately with the settings you compare (e.g. with and without OPENBLAS_CORETYPE).
 """
 import argparse
+import pathlib
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,6 +22,8 @@ from threadpoolctl import threadpool_limits
 
 from xpcnn import cores
 from xpcnn.functional import conv as conv_module
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def timed(fn, repeat: int = 11) -> tuple[float, float]:
@@ -156,50 +160,32 @@ def shifted() -> None:
 
 
 def faults(who: str) -> None:
-    """Minor page faults and wall time per LeNet b64 training step, of PyTorch or xpcnn alone in this
-    process, or of both interleaved (blocks of 3 steps each, as the benchmark harness runs them)."""
+    """Minor page faults and wall time per LeNet b64 training step (the benchmark harness's case and its
+    blocks of calls), of PyTorch or xpcnn alone in this process, or of both interleaved."""
     import resource
 
     import torch
 
-    from xpcnn import functional as F, optim
-    from xpcnn.testing import torch_twin
-    from xpcnn.zoo import lenet
-    model = lenet(seed=0, dropout=0.0)
-    x = np.random.default_rng(0).standard_normal((64, 1, 28, 28)).astype(np.float32)
-    y = np.arange(64) % 10
-    model(x)
-    twin = torch_twin(model, torch, "cpu")
-    theirs_adam, ours_adam = torch.optim.Adam(twin.parameters(), lr=1e-4), optim.Adam(model.parameters(), lr=1e-4)
-    tx, ty = torch.tensor(x), torch.tensor(y)
-
-    def theirs():
-        theirs_adam.zero_grad()
-        torch.nn.functional.cross_entropy(twin(tx), ty).backward()
-        theirs_adam.step()
-
-    def ours():
-        _, dlogits = F.softmax_cross_entropy(model(x), y, check_labels=False)
-        model.zero_grad()
-        model.backward(dlogits, need_dx=False)
-        ours_adam.step()
-
-    steps = {"torch": [theirs], "xpcnn": [ours], "both": [ours, theirs]}[who]
-    counts = {fn.__name__: [0, []] for fn in steps}
-    for fn in steps:
+    sys.path.insert(0, str(ROOT))                    # the harness lives in the checkout, not the package
+    from benchmarks import harness
+    from xpcnn.backend import resolve
+    backend = resolve("numpy")
+    case = next(case for case in harness.cases() if case.name == "LeNet step b64")
+    ours, theirs = case.build(backend, torch, "cpu")
+    sync = harness._sync(backend, torch, "cpu")
+    steps = {"torch": {"PyTorch": theirs}, "xpcnn": {"xpcnn": ours},
+             "both": {"xpcnn": ours, "PyTorch": theirs}}[who]
+    counts = {label: [0, []] for label in steps}
+    for fn in steps.values():
         fn(), fn()
     for _ in range(6):
-        for fn in steps:
-            time.sleep(0.15)
+        for label, fn in steps.items():
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            for _ in range(3):
-                start = time.perf_counter()
-                fn()
-                counts[fn.__name__][1].append((time.perf_counter() - start) * 1e3)
-            counts[fn.__name__][0] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    for name, (faulted, times) in counts.items():
-        label = {"theirs": "PyTorch", "ours": "xpcnn"}[name]
-        print(f"{label} ({'interleaved' if who == 'both' else 'alone'}): {faulted / len(times):.0f} page faults "
+            counts[label][1].extend(harness._block(fn, sync))          # a pause, one untimed call, BLOCK timed
+            counts[label][0] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    for label, (faulted, times) in counts.items():
+        calls = len(times) * (harness.BLOCK + 1) // harness.BLOCK
+        print(f"{label} ({'interleaved' if who == 'both' else 'alone'}): {faulted / calls:.0f} page faults "
               f"per step, {statistics.median(times):.1f} ms (median of {len(times)})")
 
 

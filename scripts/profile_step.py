@@ -15,13 +15,16 @@ elementwise pass. It also times PyTorch's whole step (its own threads, after a p
 """
 import argparse
 import collections
+import pathlib
 import statistics
+import sys
 import time
 
 import numpy as np
 
 import xpcnn.functional as F
 from xpcnn import cores, optim, zoo
+from xpcnn.cli import positive_count
 
 
 class Clock:
@@ -114,34 +117,27 @@ def products_time(shapes, repeat: int = 5) -> float:
     return best * 1e3
 
 
-def torch_step_ms(model, x, y, repeat: int = 5) -> float | None:
-    """Median of PyTorch's whole step for the same model (None without PyTorch)."""
+def torch_step_ms(model_name: str, batch: int, shape: tuple, kwargs: dict) -> float | None:
+    """Median of PyTorch's whole step for the same model, timed as the benchmark harness times a step case
+    (its blocks of calls, each after a pause); None without PyTorch."""
     try:
         import torch
     except ImportError:
         return None
-    from xpcnn.testing import torch_twin
-    twin = torch_twin(model, torch, "cpu")
-    adam = torch.optim.Adam(twin.parameters(), lr=1e-4)
-    tx, ty = torch.tensor(x), torch.tensor(y)
-    times = []
-    for index in range(repeat + 2):
-        time.sleep(0.15)                                    # OpenBLAS's spinning threads go quiet first
-        start = time.perf_counter()
-        adam.zero_grad()
-        torch.nn.functional.cross_entropy(twin(tx), ty).backward()
-        adam.step()
-        if index >= 2:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))     # the harness: the checkout's
+    from benchmarks import harness
+    from xpcnn.backend import resolve
+    builder = getattr(zoo, model_name)
+    case = harness._step_case(model_name, lambda backend: builder(seed=0, backend=backend, **kwargs), shape, batch)
+    return statistics.median(harness.time_one_side(case, "torch", resolve("numpy"), torch, "cpu", 2, 2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", nargs="?", default="resnet20", choices=("resnet20", "vgg_small", "lenet"))
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as they are)")
+    parser.add_argument("--batch", type=positive_count, default=128)
+    parser.add_argument("--steps", type=positive_count, default=8)
+    parser.add_argument("--threads", type=positive_count, default=None, help="BLAS threads (default: as they are)")
     parser.add_argument("--products", action="store_true", help="time the convolution products alone")
     args = parser.parse_args()
     if args.threads:
@@ -160,7 +156,7 @@ def main() -> None:
         ours = products_time(shapes)
         print(f"{args.model} batch {args.batch}: {len(shapes)} convolutions, {flops / 1e9:.1f} GFLOP per step; "
               f"their products alone {ours:.1f} ms ({flops / ours / 1e6:.0f} GFLOP/s)")
-        theirs = torch_step_ms(model, x, y)
+        theirs = torch_step_ms(args.model, args.batch, shape, kwargs)
         if theirs is not None:
             print(f"PyTorch's whole step: {theirs:.1f} ms; products alone / PyTorch step = {ours / theirs:.2f}")
         return

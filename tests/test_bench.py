@@ -110,3 +110,16 @@ def test_tf32_is_set_equally_on_both_sides_and_reported(tmp_path, monkeypatch, t
     assert json.loads((tmp_path / "tf32.json").read_text())["machine"]["tf32"] == expected
     assert (f"TF32 {tf32} (torch matmul {flag}, cuDNN {flag}, CUPY_TF32={int(flag)})"
             in (tmp_path / "tf32.md").read_text())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--isolated", "-1"], "argument --isolated: expected an integer >= 0, got -1"),
+    (["--repeat", "0"], "argument --repeat: expected an integer >= 1, got 0"),
+    (["--child", "no such case"], "--child: no case named 'no such case'"),
+])
+def test_bad_arguments_get_one_line_and_write_nothing(tmp_path, capsys, argv, message):
+    pytest.importorskip("torch")
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv + ["--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -50,8 +50,9 @@ def blas_kernels_note(kernels: str | None, environ=None, flags: set[str] | None 
     float32 products ran 1.2-1.9x faster with the variable unset (OpenBLAS then takes SkylakeX)."""
     environ = os.environ if environ is None else environ
     pinned = environ.get("OPENBLAS_CORETYPE")
-    flags = cpu_flags() if flags is None else flags
-    if not pinned or kernels is None or kernels in AVX512_CORETYPES or "avx512f" not in flags:
+    if not pinned or kernels is None or kernels in AVX512_CORETYPES:
+        return None
+    if "avx512f" not in (cpu_flags() if flags is None else flags):       # /proc/cpuinfo read only here
         return None
     return (f"OPENBLAS_CORETYPE={pinned} holds OpenBLAS to its {kernels} kernels on a CPU with AVX-512; "
             "unset it to let OpenBLAS choose (faster matrix products, docs/performance.md)")
