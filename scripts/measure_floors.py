@@ -1,10 +1,14 @@
 """Measurements behind docs/performance.md's "what bounds it": threads over the batch, the max-pooling
-backward pass's elementwise floor, and OpenBLAS's float32 products at the convolutions' shapes.
+backward pass's elementwise floor, OpenBLAS's float32 products at the convolutions' shapes, the grouped
+convolution's products and columns, and the A/B runs behind the convolution forms' rules.
 
     python scripts/measure_floors.py threads     # one thread against two, over the batch (NumPy)
     python scripts/measure_floors.py maxpool     # the passes a max-pool 3x3 s2 backward is made of
     python scripts/measure_floors.py products    # GFLOP/s of the products im2col convolutions make
     python scripts/measure_floors.py shifted     # conv backward: shifted rows against rebuilt columns
+    python scripts/measure_floors.py forward     # conv forward: shifted rows against im2col blocks
+    python scripts/measure_floors.py dx          # conv input gradient: a convolution of δ against per offset
+    python scripts/measure_floors.py grouped     # grouped 3x3: its products and columns alone, and PyTorch's
     python scripts/measure_floors.py faults torch|xpcnn|both   # page faults per LeNet step, by process
 
 Each figure is the minimum (and median) of repeated wall-clock runs on this machine; run the script
@@ -159,6 +163,130 @@ def shifted() -> None:
             f"{name} " + ", ".join("%.1f / %.1f" % pair for pair in pairs) for name, pairs in rows.items()))
 
 
+def _alternate(variants: dict, fn, rounds: int = 4) -> dict:
+    """{name: median ms} of ``fn`` under each variant (a function that sets it up), alternating ``rounds``
+    times; each round times 5 calls per variant."""
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, setup in variants.items():
+            setup()
+            times[name].append(timed(fn, 5)[1])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _conv_data(rng, n, c_in, c_out, size, groups=1):
+    x = rng.standard_normal((n, size, size, c_in)).astype(np.float32).transpose(0, 3, 1, 2)
+    weight = (rng.standard_normal((c_out, c_in // groups, 3, 3)) * 0.1).astype(np.float32)
+    return x, weight
+
+
+def forward() -> None:
+    """A 3x3 convolution's forward pass in evaluation (columns built in blocks) from shifted rows and by
+    im2col, then the ResNet-20 training step (batch 128) with and without the shifted forward passes,
+    alternating (conv.SHIFTED_FORWARD)."""
+    from xpcnn import functional as F, optim, zoo
+    rng = np.random.default_rng(0)
+    variants = {"shifted rows": lambda: setattr(conv_module, "SHIFTED_FORWARD", True),
+                "im2col": lambda: setattr(conv_module, "SHIFTED_FORWARD", False)}
+    print("3x3 convolution forward, evaluation, padding 1 (ms, median of 4 rounds of 5):")
+    for n, channels, size in [(128, 8, 32), (128, 16, 32), (128, 32, 16)]:
+        below = conv_module.SHIFTED_BELOW
+        conv_module.SHIFTED_BELOW = 10**6                          # the rule's channel limit lifted
+        x, weight = _conv_data(rng, n, channels, channels, size)
+        got = _alternate(variants, lambda: F.conv2d_forward(x, weight, None, padding=1, training=False))
+        conv_module.SHIFTED_BELOW = below
+        print(f"  batch {n}, {channels} channels at {size}x{size}: "
+              + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items()))
+    model = zoo.resnet20(seed=0)
+    x = rng.standard_normal((128, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 128)
+    adam = optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        _, dlogits = F.softmax_cross_entropy(model.forward(x), labels, check_labels=False)
+        model.zero_grad()
+        model.backward(dlogits, need_dx=False)
+        adam.step()
+    step()
+    got = _alternate(variants, step, rounds=6)
+    conv_module.SHIFTED_FORWARD = True
+    print("ResNet-20 training step, batch 128 (ms, median of 6 rounds of 5): "
+          + "; ".join(f"{name} {ms:.1f}" for name, ms in got.items()))
+
+
+def dx() -> None:
+    """A 3x3 stride-1 convolution's input gradient as a convolution of δ with the flipped kernel, and per
+    kernel offset (kH·kW products added into strided slices), alternating; columns kept or rebuilt as the
+    forward pass leaves them. conv.py takes the convolution of δ for groups only (_dx_by_correlation); the
+    one-group rows force it, to show why not."""
+    from xpcnn import functional as F
+    rng = np.random.default_rng(0)
+    rule = conv_module._dx_by_correlation
+    below = conv_module.SHIFTED_BELOW
+    conv_module.SHIFTED_BELOW = 0                           # columns, not shifted rows, for these channels
+    print("3x3 convolution input gradient, padding 1 (ms, median of 4 rounds of 5):")
+    for n, c_in, c_out, size, groups in [(32, 64, 64, 28, 4), (32, 32, 32, 32, 1), (128, 32, 32, 16, 1),
+                                         (32, 64, 64, 16, 1), (64, 32, 64, 14, 1), (128, 64, 64, 8, 1)]:
+        x, weight = _conv_data(rng, n, c_in, c_out, size, groups)
+        y, cache = F.conv2d_forward(x, weight, None, padding=1, groups=groups)
+        dy = rng.standard_normal((n, size, size, c_out)).astype(np.float32).transpose(0, 3, 1, 2)  # as layers pass it
+        got = _alternate({"a convolution of δ": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: True),
+                          "per offset": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: False)},
+                         lambda: F.conv2d_backward(dy, cache, need_params=False))
+        print(f"  batch {n}, {c_in}->{c_out} at {size}x{size}, groups {groups}, columns "
+              f"{'kept' if cache.cols is not None else 'rebuilt'}: "
+              + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items())
+              + f" (the rule takes {'a convolution' if rule(cache) else 'per offset'})")
+    conv_module._dx_by_correlation = rule
+    conv_module.SHIFTED_BELOW = below
+
+
+def grouped() -> None:
+    """The benchmark's grouped case (3x3, 64->64 channels in 4 groups, 28x28, batch 32): the float32 products
+    its forward and backward passes make, alone, on prebuilt operands (forward G x (M, 9·Cg) @ (9·Cg, Cg)
+    or its transpose, whichever is faster,
+    dW the same shapes transposed, dx a second forward's), its channel-major columns' copy alone, and
+    PyTorch's forward and backward passes in the same run."""
+    rng = np.random.default_rng(0)
+    n, c, size, groups = 32, 64, 28, 4
+    cg, m = c // groups, n * size * size
+    cols_t = rng.standard_normal((groups, 9 * cg, m)).astype(np.float32)             # (G, K·Cg, M)
+    cols = np.ascontiguousarray(cols_t.transpose(0, 2, 1))
+    weight = rng.standard_normal((groups, 9 * cg, cg)).astype(np.float32)
+    dy = rng.standard_normal((groups, m, cg)).astype(np.float32)
+    flops = 2 * m * 9 * cg * cg * groups
+    weight_t = np.ascontiguousarray(weight.transpose(0, 2, 1))
+    forward_ms = min(timed(lambda: np.matmul(cols, weight), 11)[0],                      # the faster orientation
+                     timed(lambda: [weight_t[g] @ cols_t[g] for g in range(groups)], 11)[0])
+    dw_ms = timed(lambda: np.matmul(cols_t, dy), 11)[0]
+    source = rng.standard_normal((groups, cg, n, size + 2, size + 2)).astype(np.float32)
+    copy_ms = timed(lambda: np.stack([source[:, :, :, i:i + size, j:j + size] for i in range(3) for j in range(3)],
+                                     axis=1), 11)[0]
+    print(f"OpenBLAS kernels: {cores.blas_kernels()}, {cores.threads_in_force()} threads")
+    print(f"grouped 3x3, {c}->{c} channels in {groups} groups, {size}x{size}, batch {n}: {flops / 1e9:.2f} GFLOP "
+          f"per product set")
+    print(f"  forward products {forward_ms:.2f} ms ({flops / forward_ms / 1e6:.0f} GFLOP/s), dW products "
+          f"{dw_ms:.2f} ms, dx products (a second forward's) {forward_ms:.2f} ms")
+    print(f"  channel-major columns, one copy: {copy_ms:.2f} ms for {cols.nbytes / 2**20:.0f} MiB "
+          f"({cols.nbytes / copy_ms / 1e6:.1f} GB/s written); the forward makes one, the backward one (of δ)")
+    try:
+        import torch
+    except ImportError:
+        return
+    tx = torch.randn(n, c, size, size, requires_grad=True)
+    tw = torch.randn(c, cg, 3, 3, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, padding=1, groups=groups)
+    grad = torch.randn_like(ty)
+    time.sleep(0.2)
+    their_forward = timed(lambda: torch.nn.functional.conv2d(tx.detach(), tw.detach(), padding=1, groups=groups))[0]
+    their_backward = timed(lambda: torch.autograd.grad(ty, (tx, tw), grad, retain_graph=True))[0]
+    ours = 2 * forward_ms + dw_ms
+    print(f"  PyTorch: forward {their_forward:.2f} ms, backward {their_backward:.2f} ms; the products alone: "
+          f"forward {forward_ms / their_forward:.1f}x, backward {(dw_ms + forward_ms) / their_backward:.1f}x, "
+          f"both {ours / (their_forward + their_backward):.1f}x; with the two column copies "
+          f"{(ours + 2 * copy_ms) / (their_forward + their_backward):.1f}x")
+
+
 def faults(who: str) -> None:
     """Minor page faults and wall time per LeNet b64 training step (the benchmark harness's case and its
     blocks of calls), of PyTorch or xpcnn alone in this process, or of both interleaved."""
@@ -191,14 +319,16 @@ def faults(who: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("threads", "maxpool", "products", "shifted", "faults"))
+    parser.add_argument("what", choices=("threads", "maxpool", "products", "shifted", "forward", "dx", "grouped",
+                                         "faults"))
     parser.add_argument("who", nargs="?", default="both", choices=("torch", "xpcnn", "both"),
                         help="faults: whose steps run in this process")
     args = parser.parse_args()
     if args.what == "faults":
         faults(args.who)
     else:
-        {"threads": threads, "maxpool": maxpool, "products": products, "shifted": shifted}[args.what]()
+        {"threads": threads, "maxpool": maxpool, "products": products, "shifted": shifted, "forward": forward,
+         "dx": dx, "grouped": grouped}[args.what]()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ CONFIGS = [
     ((2, 5, 8, 7), (5, 1, 3, 3), dict(groups=5, stride=2, padding=1)),        # depthwise, stride 2
     ((2, 4, 7, 6), (8, 1, 3, 3), dict(groups=4, padding=1)),                  # depthwise, channel multiplier 2
     ((1, 3, 8, 8), (6, 1, 3, 3), dict(groups=3, dilation=2, padding="same")),  # depthwise, dilated
+    ((2, 4, 7, 7), (4, 2, 3, 3), dict(groups=2, dilation=2, padding=(1, 3))),  # groups, dilated, asymmetric
+    ((2, 6, 6, 5), (3, 2, 3, 3), dict(groups=3, padding=1)),                   # one output channel per group
+    ((2, 4, 5, 5), (4, 2, 1, 1), dict(groups=2, padding=1)),                   # groups, padding past the kernel
 ]
 IDS = [f"{x}-{w}-{kw}" for x, w, kw in CONFIGS]
 
@@ -167,3 +170,32 @@ def test_grouped_columns_are_contiguous_per_group():
     x = np.ascontiguousarray(np.random.default_rng(8).standard_normal((2, 5, 5, 6))).transpose(0, 3, 1, 2)
     _, cache = F.conv2d_forward(x, np.ones((4, 3, 3, 3)), groups=2, padding=1)
     assert cache.channel_major and cache.cols.shape == (2, 27, 50) and cache.cols.flags.c_contiguous
+
+
+GROUPED = [c for c in CONFIGS if c[2].get("groups", 1) > 1 and c[1][1] > 1]          # not depthwise
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs", GROUPED, ids=[IDS[CONFIGS.index(c)] for c in GROUPED])
+def test_grouped_input_gradient_by_correlation_equals_the_per_offset_form(x_shape, w_shape, kwargs, monkeypatch):
+    """Grouped stride-1 convolutions take δ_prev as a grouped convolution of δ with the flipped kernel; the
+    per-offset col2im form (taken for strides and for padding past the kernel's reach) gives the same, with
+    the columns kept and rebuilt in blocks."""
+    x, w, b, kwargs = _data(x_shape, w_shape, kwargs, seed=5)
+    for whole in (1, 2**30):
+        with config.using(conv_whole_bytes=whole, conv_block_bytes=100):
+            y, cache = F.conv2d_forward(x, w, b, **kwargs)
+        dy = np.random.default_rng(6).standard_normal(tuple(y.shape))
+        pads = conv_module.conv_padding("t", kwargs.get("padding", 0), w_shape[2:], cache.stride, cache.dilation)
+        (dh, dw), (kh, kw) = cache.dilation, w_shape[2:]
+        reach = max(pads[:2]) <= dh * (kh - 1) and max(pads[2:]) <= dw * (kw - 1)
+        assert conv_module._dx_by_correlation(cache) == (cache.stride == (1, 1) and reach)
+        by_correlation = F.conv2d_backward(dy, cache)
+        with monkeypatch.context() as patch:
+            patch.setattr(conv_module, "_dx_by_correlation", lambda cache: False)
+            per_offset = F.conv2d_backward(dy, cache)
+        assert (by_correlation[2] is None) == (b is None)
+        for got, want in zip(by_correlation[:2 if b is None else 3], per_offset):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        dx_only = F.conv2d_backward(dy, cache, need_params=False)
+        assert dx_only[1] is None and dx_only[2] is None
+        np.testing.assert_allclose(dx_only[0], per_offset[0], rtol=1e-12, atol=1e-12)

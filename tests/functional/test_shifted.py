@@ -1,6 +1,6 @@
-"""Stride-1 convolution gradients from row shifts of the padded input (functional/_shifted.py), taken when
-the forward pass did not keep its columns: every gradient against the plain loops, numerical gradients and
-torch autograd, on every backend, and against the columns it replaces."""
+"""Stride-1 convolutions from row shifts of the padded input (functional/_shifted.py), taken when the
+columns would be built in blocks: the forward pass and every gradient against the plain loops, numerical
+gradients and torch autograd, on every backend, and against the columns they replace."""
 import numpy as np
 import pytest
 
@@ -21,18 +21,36 @@ IDS = [f"{x}-{o}-k{k[0]}x{k[1]}-p{p}" for x, o, k, p in CONFIGS]
 
 @pytest.fixture
 def shifted(monkeypatch):
-    """Columns never kept and built in blocks of about one sample (so the gradients take the shifted
-    rows, in several blocks), channels-last even for these few channels; the calls are counted."""
-    calls = []
+    """Columns never kept and built in blocks of about one sample (so the forward pass and the gradients
+    take the shifted rows, in several blocks), channels-last even for these few channels; the gradients'
+    calls are counted (their block sizes), and the forward's in ``calls.forward``."""
+    calls = Calls()
     monkeypatch.setattr(conv_module, "CHANNEL_MAJOR_BELOW", 0)
-    real = _shifted.gradients
+    real_gradients, real_forward = _shifted.gradients, _shifted.forward
 
-    def counted(*args, **kwargs):
+    def gradients(*args, **kwargs):
         calls.append(args[1].shape[0])
-        return real(*args, **kwargs)
-    monkeypatch.setattr(_shifted, "gradients", counted)
+        return real_gradients(*args, **kwargs)
+
+    def forward(xp, x_pad, block, *args):
+        calls.forward.append(block.stop - block.start)
+        return real_forward(xp, x_pad, block, *args)
+    monkeypatch.setattr(_shifted, "gradients", gradients)
+    monkeypatch.setattr(_shifted, "forward", forward)
     with config.using(conv_whole_bytes=1, conv_block_bytes=100, few_launches="off"):   # strict too: loops
         yield calls
+
+
+class Calls(list):
+    """The gradients' block sizes, and the forward passes' in ``forward``."""
+
+    def __init__(self):
+        super().__init__()
+        self.forward = []
+
+    def clear(self):
+        super().clear()
+        self.forward.clear()
 
 
 def _data(x_shape, c_out, kernel, seed=0):
@@ -50,11 +68,13 @@ def test_shifted_gradients_match_the_reference(backend, shifted, dtype, x_shape,
     x, w, b = _data(x_shape, c_out, kernel)
     y, cache = F.conv2d_forward(*on(backend, x, w, b, dtype=dtype), padding=padding)
     assert cache.cols is None
+    assert sum(shifted.forward) == x_shape[0] and len(shifted.forward) > 1     # block by block, whole batch
     dy = np.random.default_rng(1).standard_normal(tuple(y.shape))
     dx, dw, db = F.conv2d_backward(on(backend, dy, dtype=dtype), cache)
     assert shifted and sum(shifted) == x_shape[0]             # taken, block by block, over the whole batch
     dx_ref, dw_ref, db_ref = R.conv2d_backward(dy, x, w, padding=padding)
     loose = {} if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    assert_close(y, R.conv2d(x, w, b, padding=padding), backend, dtype, name="y", **loose)
     assert_close(dx, dx_ref, backend, dtype, name="dx", **loose)
     assert_close(dw, dw_ref, backend, dtype, name="dweight", **loose)
     assert_close(db, db_ref, backend, dtype, name="dbias", **loose)
@@ -90,22 +110,24 @@ def test_shifted_and_rebuilt_columns_agree_and_the_rule_picks_few_channels(shift
     rng = np.random.default_rng(5)
     for c_in, takes in ((conv_module.SHIFTED_BELOW - 1, True), (conv_module.SHIFTED_BELOW, False)):
         x, w = rng.standard_normal((2, c_in, 5, 5)), rng.standard_normal((3, c_in, 3, 3))
+        shifted.clear()
         y, cache = F.conv2d_forward(x, w, padding=1)
         dy = rng.standard_normal(tuple(y.shape))
-        shifted.clear()
         got = F.conv2d_backward(dy, cache)
-        assert bool(shifted) == takes
+        assert bool(shifted) == takes and bool(shifted.forward) == takes
         below = conv_module.SHIFTED_BELOW
         conv_module.SHIFTED_BELOW = 0                                   # the columns, rebuilt
         try:
             rebuilt = F.conv2d_backward(dy, cache)
+            y_columns = F.conv2d_forward(x, w, padding=1)[0]
         finally:
             conv_module.SHIFTED_BELOW = below
+        np.testing.assert_allclose(y, y_columns, rtol=1e-10, atol=1e-12)
         for a, b in zip(got[:2], rebuilt[:2]):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     for kwargs in (dict(stride=2, padding=1), dict(dilation=2, padding=2)):   # stride or dilation: columns
         x, w = rng.standard_normal((2, 4, 7, 7)), rng.standard_normal((3, 4, 3, 3))
-        y, cache = F.conv2d_forward(x, w, **kwargs)
         shifted.clear()
+        y, cache = F.conv2d_forward(x, w, **kwargs)
         F.conv2d_backward(rng.standard_normal(tuple(y.shape)), cache)
-        assert not shifted
+        assert not shifted and not shifted.forward

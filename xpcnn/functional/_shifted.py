@@ -8,11 +8,16 @@ zeros elsewhere); then, with L = N·Hp·Wp - off_max rows,
     dW_k     = P[off_k : off_k + L]ᵀ @ D[:L]          (C_in, C_out): one product per offset
     δ_prev  += shift_k(D[:L] @ W_kᵀ)                  contiguous rows off_k ... off_k + L of the padded grid
 
+The forward pass is the same sum read the other way (y on the grid, then cropped to OH x OW):
+
+    y[:L]    = Σ_k P[off_k : off_k + L] @ W_k           (C_in, C_out) per offset
+
 Each shifted slice is a plain 2-D view, so no kH·kW-fold column matrix is built (im2col's forward
 columns, too big to keep for the backward pass, are otherwise built a second time for dW). The grid has
 (Hp·Wp)/(OH·OW) times the outputs (1.13x at 32x32, 1.27x at 16x16): the zero rows of D cost products.
 Measured on a 2-core CPU (docs/performance.md) this is faster than rebuilding columns for few channels
-and slower for many, so conv.py takes it below SHIFTED_BELOW input channels.
+and slower for many, so conv.py takes it below SHIFTED_BELOW input channels; the forward pass takes it
+where the columns would be built in blocks, below the same number of channels.
 """
 from __future__ import annotations
 
@@ -53,3 +58,30 @@ def gradients(xp, dy_nhwc, x_pad, kernel, weight_t, need_dw: bool):
         part = xp.matmul(delta, weight_t[0, :, k * c_in:(k + 1) * c_in])
         dx = _windows.accumulate(dx, (slice(off, off + length), slice(None)), part)
     return dw, xp.reshape(dx, (n, hp, wp, c_in))
+
+
+
+def forward(xp, x_pad, block: slice, kernel, out_hw, weight_matrix):
+    """y (n, OH, OW, C_out) of the samples ``block`` of the padded channels-last input x_pad (N, Hp, Wp, C_in);
+    ``weight_matrix`` is the (1, kH·kW·C_in, C_out) matrix in the columns' row order. The rows of a block that
+    is not the batch's last are followed by the next sample's: its shifted slices run on into them (those grid
+    cells are cropped away), so its products cover the block's whole grid; the last block's products stop
+    off_max rows short and its grid is completed with zero rows."""
+    n_all, hp, wp, c_in = x_pad.shape
+    kh, kw = kernel
+    rows = xp.reshape(x_pad, (n_all * hp * wp, c_in))
+    n = block.stop - block.start
+    start, reach = block.start * hp * wp, (kh - 1) * wp + (kw - 1)
+    length = n * hp * wp - (reach if block.stop == n_all else 0)
+    y = None
+    for k, off in enumerate(a * wp + b for a in range(kh) for b in range(kw)):
+        part = xp.matmul(rows[start + off:start + off + length, ...], weight_matrix[0, k * c_in:(k + 1) * c_in, :])
+        if y is None:
+            y = part
+        else:
+            y += part                          # this call's own array: in place where the library allows
+    c_out = weight_matrix.shape[2]
+    if length < n * hp * wp:
+        tail = xp.zeros((n * hp * wp - length, c_out), dtype=y.dtype, device=array_api_compat.device(y))
+        y = xp.concat([y, tail], axis=0)
+    return xp.reshape(y, (n, hp, wp, c_out))[:, :out_hw[0], :out_hw[1], :]

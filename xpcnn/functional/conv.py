@@ -160,6 +160,13 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
         cols = _columns(xp, x_padded, geometry, gather)
         y = _columns_times_weight(xp, cols, weight_matrix, n, out_hw, c_out, channel_major)
         x_keep = None
+    elif (SHIFTED_FORWARD and not (few or channel_major) and c_in < SHIFTED_BELOW
+          and _shifted.applies(stride, dilation, groups)):
+        # columns built in blocks (too big to keep, or evaluation): shifted rows of the padded input instead
+        cols, x_keep = None, _windows.pad_hw(_windows.channels_last(x, xp), pads, (1, 2))
+        rows_chunk = _shifted_samples(xp, tuple(x.shape), pads, c_out, x.dtype)
+        y = xp.concat([_shifted.forward(xp, x_keep, block, (kh, kw), out_hw, weight_matrix)
+                       for block in _blocks(n, rows_chunk)], axis=0)
     else:
         cols, x_keep = None, x_padded
         y = xp.concat([_columns_times_weight(xp, _columns(xp, _batch(x_padded, block, channel_major), geometry, gather),
@@ -330,6 +337,8 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
     if cache.depthwise:
         dx, dw = _depthwise_backward(xp, dy_nhwc, cache, need_dx, need_params)
         return dx, dw, db
+    dx_separately = need_dx and _dx_by_correlation(cache)   # grouped, stride 1: a convolution of δ
+    need_dx = need_dx and not dx_separately
     geometry = ((kh, kw), cache.stride, cache.dilation, cache.out_hw, groups, cache.channel_major)
     if not need_dx:
         weight_t = None
@@ -337,7 +346,9 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
         weight_t = xp.permute_dims(cache.weight_matrix, (0, 2, 1))
     else:
         weight_t = _weight_matrix_t(xp, cache.weight, groups)
-    if cache.cols is not None:
+    if not (need_dx or need_params):
+        dw = dx_nhwc = None
+    elif cache.cols is not None:
         dw, dx_nhwc = _backward_block(xp, dy_nhwc, cache.cols, cache, weight_t, need_params)
     else:
         shifted = _takes_shifted(cache)
@@ -357,9 +368,44 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
     if dw is not None:
         dw = xp.reshape(dw, (groups, kh, kw, c_group, c_out // groups))
         dw = xp.reshape(xp.permute_dims(dw, (0, 4, 3, 1, 2)), (c_out, c_group, kh, kw))
+    if dx_separately:
+        return _correlated_input_gradient(dy, cache), dw, db
     if not need_dx:
         return None, dw, db
     return xp.permute_dims(dx_nhwc, (0, 3, 1, 2)), dw, db
+
+
+def _dx_by_correlation(cache: Conv2dCache) -> bool:
+    """Whether δ_prev is taken as a grouped convolution of δ (_correlated_input_gradient): CPU loops, more than
+    one group (not depthwise), stride 1, padding at most the dilated kernel's reach on each side.
+
+    Measured on a 2-core CPU (64 channels in 4 groups, 3x3, 28x28, batch 32, alternating in one process):
+    the whole backward pass took 15-19 ms against 22-30 ms per offset. For one group the two forms measured
+    within noise of each other in the LeNet, VGG-small and ResNet-20 steps, and the per-offset form stays."""
+    kh, kw = cache.weight.shape[2:]
+    dh, dw = cache.dilation
+    top, bottom, left, right = cache.pads
+    return (cache.groups > 1 and cache.gather is None and not cache.depthwise and cache.stride == (1, 1)
+            and max(top, bottom) <= dh * (kh - 1) and max(left, right) <= dw * (kw - 1))
+
+
+def _correlated_input_gradient(dy, cache: Conv2dCache):
+    """δ_prev = pad(δ) ∗ rot180(W) of a grouped stride-1 convolution, computed as the forward correlation of δ
+    with each group's kernel flipped and its input and output channels swapped (C_in, C_out/G, kH, kW), padded
+    by the dilated reach less the forward's padding: one set of group columns of δ and G products, where the
+    per-offset form adds kH·kW G-interleaved products into strided slices of δ_prev."""
+    xp = array_api_compat.array_namespace(dy)
+    c_out, c_group, kh, kw = cache.weight.shape
+    groups, (dh, dw) = cache.groups, cache.dilation
+    w = xp.reshape(cache.weight, (groups, c_out // groups, c_group, kh, kw))
+    flipped = xp.flip(xp.permute_dims(w, (0, 2, 1, 3, 4)), axis=(3, 4))          # (G, Cg, Cout/G, kH, kW)
+    flipped = xp.reshape(flipped, (groups * c_group, c_out // groups, kh, kw))
+    top, bottom, left, right = cache.pads
+    pads = (dh * (kh - 1) - top, dh * (kh - 1) - bottom, dw * (kw - 1) - left, dw * (kw - 1) - right)
+    with checks.trusted():
+        dx, _ = conv2d_forward(dy, flipped, None, padding=pads, dilation=cache.dilation, groups=groups,
+                               training=False)
+    return dx
 
 
 #: Stride-1 convolutions with fewer input channels than this, whose columns were not kept (a large batch),
@@ -369,6 +415,14 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
 #: and 12-15 against 14-18 ms at 32 channels (16x16), which an earlier run had the other way round.
 SHIFTED_BELOW = 32
 
+#: The forward passes of those convolutions, where the columns would be built in blocks (too big to keep, or
+#: in evaluation), take the shifted rows too (_shifted.forward); False keeps im2col's blocks. Measured on a
+#: 2-core CPU, alternating in one process (scripts/measure_floors.py forward): the ResNet-20 step, batch 128,
+#: took 577 against 647 ms (an earlier run 615 against 665; its six 16-channel 32x32 layers). One such layer
+#: alone measured 20 against 23 ms, in other runs 10.5 against 16.3 and 24 against 18 ms (its timing follows
+#: what the heap holds from earlier calls); at 32 channels and more im2col was faster in two runs of three.
+SHIFTED_FORWARD = True
+
 
 def _takes_shifted(cache: Conv2dCache) -> bool:
     return (cache.gather is None and not cache.channel_major and not cache.depthwise
@@ -376,12 +430,15 @@ def _takes_shifted(cache: Conv2dCache) -> bool:
 
 
 def _shifted_chunk(xp, cache: Conv2dCache) -> int:
-    """Samples per block of the shifted-rows gradients: about half of conv_block_bytes of padded grid per
+    return _shifted_samples(xp, cache.x_shape, cache.pads, cache.weight.shape[0], cache.weight.dtype)
+
+
+def _shifted_samples(xp, x_shape, pads, c_out, dtype) -> int:
+    """Samples per block of the shifted-rows forms: about half of conv_block_bytes of padded grid per
     block (0.5-2 MiB blocks measured alike; 4 MiB ones ran up to 2x slower at 8 channels, batch 128)."""
-    _, c_in, h, w = cache.x_shape
-    top, bottom, left, right = cache.pads
-    itemsize = xp.finfo(cache.weight.dtype).bits // 8
-    per_sample = (h + top + bottom) * (w + left + right) * max(c_in, cache.weight.shape[0]) * itemsize
+    _, c_in, h, w = x_shape
+    top, bottom, left, right = pads
+    per_sample = (h + top + bottom) * (w + left + right) * max(c_in, c_out) * (xp.finfo(dtype).bits // 8)
     return max(1, config.get().conv_block_bytes // 2 // per_sample)
 
 
