@@ -7,7 +7,7 @@ convolution's products and columns, and the A/B runs behind the convolution form
     python scripts/measure_floors.py products    # GFLOP/s of the products im2col convolutions make
     python scripts/measure_floors.py shifted     # conv backward: shifted rows against rebuilt columns
     python scripts/measure_floors.py forward     # conv forward: shifted rows against im2col blocks
-    python scripts/measure_floors.py dx          # conv input gradient: a convolution of δ against per offset
+    python scripts/measure_floors.py dx          # conv backward: dx as a convolution of δ against per offset
     python scripts/measure_floors.py grouped     # grouped 3x3: its products and columns alone, and PyTorch's
     python scripts/measure_floors.py faults torch|xpcnn|both   # page faults per LeNet step, by process
 
@@ -215,16 +215,16 @@ def forward() -> None:
 
 
 def dx() -> None:
-    """A 3x3 stride-1 convolution's input gradient as a convolution of δ with the flipped kernel, and per
-    kernel offset (kH·kW products added into strided slices), alternating; columns kept or rebuilt as the
-    forward pass leaves them. conv.py takes the convolution of δ for groups only (_dx_by_correlation); the
+    """A 3x3 stride-1 convolution's backward pass with its input gradient as a convolution of δ with the
+    flipped kernel, and per kernel offset (kH·kW products added into strided slices), alternating; columns
+    kept or rebuilt as the forward pass leaves them. conv.py takes the convolution of δ for groups only (_dx_by_correlation); the
     one-group rows force it, to show why not."""
     from xpcnn import functional as F
     rng = np.random.default_rng(0)
     rule = conv_module._dx_by_correlation
     below = conv_module.SHIFTED_BELOW
     conv_module.SHIFTED_BELOW = 0                           # columns, not shifted rows, for these channels
-    print("3x3 convolution input gradient, padding 1 (ms, median of 4 rounds of 5):")
+    print("3x3 convolution backward pass, padding 1 (ms, median of 4 rounds of 5):")
     for n, c_in, c_out, size, groups in [(32, 64, 64, 28, 4), (32, 32, 32, 32, 1), (128, 32, 32, 16, 1),
                                          (32, 64, 64, 16, 1), (64, 32, 64, 14, 1), (128, 64, 64, 8, 1)]:
         x, weight = _conv_data(rng, n, c_in, c_out, size, groups)
@@ -232,7 +232,7 @@ def dx() -> None:
         dy = rng.standard_normal((n, size, size, c_out)).astype(np.float32).transpose(0, 3, 1, 2)  # as layers pass it
         got = _alternate({"a convolution of δ": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: True),
                           "per offset": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: False)},
-                         lambda: F.conv2d_backward(dy, cache, need_params=False))
+                         lambda: F.conv2d_backward(dy, cache))
         print(f"  batch {n}, {c_in}->{c_out} at {size}x{size}, groups {groups}, columns "
               f"{'kept' if cache.cols is not None else 'rebuilt'}: "
               + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items())
