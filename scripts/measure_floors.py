@@ -183,33 +183,36 @@ def _conv_data(rng, n, c_in, c_out, size, groups=1):
 def forward() -> None:
     """A 3x3 convolution's forward pass in evaluation (columns built in blocks) from shifted rows and by
     im2col, then the ResNet-20 training step (batch 128) with and without the shifted forward passes,
-    alternating (conv.SHIFTED_FORWARD)."""
-    from xpcnn import functional as F, optim, zoo
+    alternating (conv.SHIFTED_FORWARD). Winograd is off (with one BLAS thread it would take these layers)."""
+    from xpcnn import config, functional as F, optim, zoo
     rng = np.random.default_rng(0)
     variants = {"shifted rows": lambda: setattr(conv_module, "SHIFTED_FORWARD", True),
                 "im2col": lambda: setattr(conv_module, "SHIFTED_FORWARD", False)}
-    print("3x3 convolution forward, evaluation, padding 1 (ms, median of 4 rounds of 5):")
-    for n, channels, size in [(128, 8, 32), (128, 16, 32), (128, 32, 16)]:
-        below = conv_module.SHIFTED_BELOW
-        conv_module.SHIFTED_BELOW = 10**6                          # the rule's channel limit lifted
-        x, weight = _conv_data(rng, n, channels, channels, size)
-        got = _alternate(variants, lambda: F.conv2d_forward(x, weight, None, padding=1, training=False))
-        conv_module.SHIFTED_BELOW = below
-        print(f"  batch {n}, {channels} channels at {size}x{size}: "
-              + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items()))
-    model = zoo.resnet20(seed=0)
-    x = rng.standard_normal((128, 3, 32, 32)).astype(np.float32)
-    labels = rng.integers(0, 10, 128)
-    adam = optim.Adam(model.parameters(), lr=1e-4)
+    below = conv_module.SHIFTED_BELOW
+    try:
+        with config.using(winograd="off"):
+            print("3x3 convolution forward, evaluation, padding 1 (ms, median of 4 rounds of 5):")
+            for n, channels, size in [(128, 8, 32), (128, 16, 32), (128, 32, 16)]:
+                conv_module.SHIFTED_BELOW = 10**6                  # the rule's channel limit lifted
+                x, weight = _conv_data(rng, n, channels, channels, size)
+                got = _alternate(variants, lambda: F.conv2d_forward(x, weight, None, padding=1, training=False))
+                conv_module.SHIFTED_BELOW = below
+                print(f"  batch {n}, {channels} channels at {size}x{size}: "
+                      + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items()))
+            model = zoo.resnet20(seed=0)
+            x = rng.standard_normal((128, 3, 32, 32)).astype(np.float32)
+            labels = rng.integers(0, 10, 128)
+            adam = optim.Adam(model.parameters(), lr=1e-4)
 
-    def step():
-        _, dlogits = F.softmax_cross_entropy(model.forward(x), labels, check_labels=False)
-        model.zero_grad()
-        model.backward(dlogits, need_dx=False)
-        adam.step()
-    step()
-    got = _alternate(variants, step, rounds=6)
-    conv_module.SHIFTED_FORWARD = True
+            def step():
+                _, dlogits = F.softmax_cross_entropy(model.forward(x), labels, check_labels=False)
+                model.zero_grad()
+                model.backward(dlogits, need_dx=False)
+                adam.step()
+            step()
+            got = _alternate(variants, step, rounds=6)
+    finally:
+        conv_module.SHIFTED_FORWARD, conv_module.SHIFTED_BELOW = True, below
     print("ResNet-20 training step, batch 128 (ms, median of 6 rounds of 5): "
           + "; ".join(f"{name} {ms:.1f}" for name, ms in got.items()))
 
@@ -217,28 +220,29 @@ def forward() -> None:
 def dx() -> None:
     """A 3x3 stride-1 convolution's backward pass with its input gradient as a convolution of δ with the
     flipped kernel, and per kernel offset (kH·kW products added into strided slices), alternating; columns
-    kept or rebuilt as the forward pass leaves them. conv.py takes the convolution of δ for groups only (_dx_by_correlation); the
-    one-group rows force it, to show why not."""
-    from xpcnn import functional as F
+    kept or rebuilt as the forward pass leaves them; Winograd off. conv.py takes the convolution of δ for
+    groups only (_dx_by_correlation); the one-group rows force it, to show why not."""
+    from xpcnn import config, functional as F
     rng = np.random.default_rng(0)
-    rule = conv_module._dx_by_correlation
-    below = conv_module.SHIFTED_BELOW
+    rule, below = conv_module._dx_by_correlation, conv_module.SHIFTED_BELOW
+    variants = {"a convolution of δ": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: True),
+                "per offset": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: False)}
     conv_module.SHIFTED_BELOW = 0                           # columns, not shifted rows, for these channels
     print("3x3 convolution backward pass, padding 1 (ms, median of 4 rounds of 5):")
-    for n, c_in, c_out, size, groups in [(32, 64, 64, 28, 4), (32, 32, 32, 32, 1), (128, 32, 32, 16, 1),
-                                         (32, 64, 64, 16, 1), (64, 32, 64, 14, 1), (128, 64, 64, 8, 1)]:
-        x, weight = _conv_data(rng, n, c_in, c_out, size, groups)
-        y, cache = F.conv2d_forward(x, weight, None, padding=1, groups=groups)
-        dy = rng.standard_normal((n, size, size, c_out)).astype(np.float32).transpose(0, 3, 1, 2)  # as layers pass it
-        got = _alternate({"a convolution of δ": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: True),
-                          "per offset": lambda: setattr(conv_module, "_dx_by_correlation", lambda c: False)},
-                         lambda: F.conv2d_backward(dy, cache))
-        print(f"  batch {n}, {c_in}->{c_out} at {size}x{size}, groups {groups}, columns "
-              f"{'kept' if cache.cols is not None else 'rebuilt'}: "
-              + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items())
-              + f" (the rule takes {'a convolution' if rule(cache) else 'per offset'})")
-    conv_module._dx_by_correlation = rule
-    conv_module.SHIFTED_BELOW = below
+    try:
+        with config.using(winograd="off"):
+            for n, c_in, c_out, size, groups in [(32, 64, 64, 28, 4), (32, 32, 32, 32, 1), (128, 32, 32, 16, 1),
+                                                 (32, 64, 64, 16, 1), (64, 32, 64, 14, 1), (128, 64, 64, 8, 1)]:
+                x, weight = _conv_data(rng, n, c_in, c_out, size, groups)
+                y, cache = F.conv2d_forward(x, weight, None, padding=1, groups=groups)
+                dy = rng.standard_normal((n, size, size, c_out)).astype(np.float32).transpose(0, 3, 1, 2)
+                got = _alternate(variants, lambda: F.conv2d_backward(dy, cache))    # δ laid out as layers pass it
+                print(f"  batch {n}, {c_in}->{c_out} at {size}x{size}, groups {groups}, columns "
+                      f"{'kept' if cache.cols is not None else 'rebuilt'}: "
+                      + "; ".join(f"{name} {ms:.2f}" for name, ms in got.items())
+                      + f" (the rule takes {'a convolution' if rule(cache) else 'per offset'})")
+    finally:
+        conv_module._dx_by_correlation, conv_module.SHIFTED_BELOW = rule, below
 
 
 def grouped() -> None:

@@ -24,7 +24,7 @@ CONFIGS = [
     ((2, 5, 8, 7), (5, 1, 3, 3), dict(groups=5, stride=2, padding=1)),        # depthwise, stride 2
     ((2, 4, 7, 6), (8, 1, 3, 3), dict(groups=4, padding=1)),                  # depthwise, channel multiplier 2
     ((1, 3, 8, 8), (6, 1, 3, 3), dict(groups=3, dilation=2, padding="same")),  # depthwise, dilated
-    ((2, 4, 7, 7), (4, 2, 3, 3), dict(groups=2, dilation=2, padding=(1, 3))),  # groups, dilated, asymmetric
+    ((2, 4, 7, 7), (4, 2, 3, 3), dict(groups=2, dilation=2, padding=(1, 3, 0, 2))),  # groups, dilated, asymmetric
     ((2, 6, 6, 5), (3, 2, 3, 3), dict(groups=3, padding=1)),                   # one output channel per group
     ((2, 4, 5, 5), (4, 2, 1, 1), dict(groups=2, padding=1)),                   # groups, padding past the kernel
 ]
@@ -109,8 +109,10 @@ def test_conv2d_matches_torch_autograd(backend, x_shape, w_shape, kwargs):
 
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     tb = None if b is None else torch.tensor(b, requires_grad=True)
-    padding = kwargs.get("padding", 0)
-    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=kwargs.get("stride", 1), padding=padding,
+    padding, tx_padded = kwargs.get("padding", 0), tx
+    if isinstance(padding, tuple) and len(padding) == 4:        # (top, bottom, left, right): torch pads pairs only
+        tx_padded, padding = torch.nn.functional.pad(tx, (padding[2], padding[3], padding[0], padding[1])), 0
+    ty = torch.nn.functional.conv2d(tx_padded, tw, tb, stride=kwargs.get("stride", 1), padding=padding,
                                     dilation=kwargs.get("dilation", 1), groups=kwargs.get("groups", 1))
     ty.backward(torch.tensor(dy))
     assert_close(y, ty.detach().numpy(), backend, name="y")

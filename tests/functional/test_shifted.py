@@ -15,6 +15,7 @@ CONFIGS = [
     ((2, 2, 5, 8), 3, (5, 5), 2),              # a 5x5 kernel
     ((3, 3, 6, 7), 4, (2, 3), (0, 1, 1, 2)),   # a non-square kernel, asymmetric padding
     ((2, 2, 3, 3), 1, (3, 3), 0),              # one output pixel per sample
+    ((2, 3, 4, 5), 2, (1, 1), 1),              # 1x1: no offset reaches past a block
 ]
 IDS = [f"{x}-{o}-k{k[0]}x{k[1]}-p{p}" for x, o, k, p in CONFIGS]
 
@@ -131,3 +132,26 @@ def test_shifted_and_rebuilt_columns_agree_and_the_rule_picks_few_channels(shift
         y, cache = F.conv2d_forward(x, w, **kwargs)
         F.conv2d_backward(rng.standard_normal(tuple(y.shape)), cache)
         assert not shifted and not shifted.forward
+
+
+@pytest.mark.parametrize("x_shape,c_out,kernel,padding", [CONFIGS[0], CONFIGS[2], CONFIGS[3]],
+                         ids=[IDS[0], IDS[2], IDS[3]])
+def test_shifted_blocks_of_several_samples(backend, shifted, x_shape, c_out, kernel, padding):
+    """Blocks of two samples over a batch of five (the last one of one sample), then of two and three: every
+    block but the last reads on into the next one's rows, the last stops short of the batch's end."""
+    n = 5
+    x, w, b = _data((n,) + x_shape[1:], c_out, kernel, seed=9)
+    pads = conv_module.conv_padding("t", padding, kernel, (1, 1), (1, 1))
+    grid = (x_shape[2] + pads[0] + pads[1]) * (x_shape[3] + pads[2] + pads[3]) * max(x_shape[1], c_out) * 8
+    dy = None
+    for samples, blocks in ((2, [2, 2, 1]), (3, [3, 2])):
+        shifted.clear()
+        with config.using(conv_whole_bytes=1, conv_block_bytes=2 * samples * grid, few_launches="off"):
+            y, cache = F.conv2d_forward(*on(backend, x, w, b), padding=padding)
+            dy = np.random.default_rng(10).standard_normal(tuple(y.shape)) if dy is None else dy
+            dx, dw, db = F.conv2d_backward(on(backend, dy), cache)
+        assert shifted.forward == blocks and list(shifted) == blocks
+        dx_ref, dw_ref, db_ref = R.conv2d_backward(dy, x, w, padding=padding)
+        for got, want, name in ((y, R.conv2d(x, w, b, padding=padding), "y"), (dx, dx_ref, "dx"),
+                                (dw, dw_ref, "dweight"), (db, db_ref, "dbias")):
+            assert_close(got, want, backend, name=name)

@@ -1,4 +1,4 @@
-"""Stride-1 convolution gradients from row shifts of the flattened padded input: no columns.
+"""Stride-1 convolutions (forward pass and gradients) from row shifts of the flattened padded input: no columns.
 
 Flatten the padded channels-last input x_pad (N, Hp, Wp, C) to rows P (N·Hp·Wp, C). For stride 1 and
 dilation 1, the output at (n, i, j) reads P[q + off_k] for kernel offset k = (a, b), with q = n·Hp·Wp +
@@ -28,7 +28,7 @@ from . import _windows
 
 
 def applies(stride, dilation, groups: int) -> bool:
-    """Whether the shifted-rows gradients apply: stride 1, dilation 1, one group (any padding, any kernel)."""
+    """Whether the shifted-rows forms apply: stride 1, dilation 1, one group (any padding, any kernel)."""
     return tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
 
 

@@ -17,6 +17,9 @@ adding kH*kW strided slices (col2im). Inputs with few channels (an image in the 
 layer) are unrolled channel-major instead (CHANNEL_MAJOR_BELOW), as are grouped ones, per group
 (GROUPED_CHANNEL_MAJOR_BELOW); depthwise convolutions (one input channel per group) on CPU libraries
 take a direct elementwise form, one product per kernel offset (_depthwise_block).
+On CPU libraries, stride-1 one-group convolutions with few channels whose columns would not be kept take
+their forward pass and gradients from shifted rows of the padded input instead (_shifted, SHIFTED_BELOW),
+and grouped stride-1 convolutions their δ_prev as a grouped convolution of δ (_dx_by_correlation).
 The output and δ_prev are NCHW views of channels-last memory, the order every layer
 hands on (see _windows.channels_last).
 """
@@ -163,7 +166,8 @@ def conv2d_forward(x, weight, bias=None, *, stride=1, padding=0, dilation=1, gro
     elif (SHIFTED_FORWARD and not (few or channel_major) and c_in < SHIFTED_BELOW
           and _shifted.applies(stride, dilation, groups)):
         # columns built in blocks (too big to keep, or evaluation): shifted rows of the padded input instead
-        cols, x_keep = None, _windows.pad_hw(_windows.channels_last(x, xp), pads, (1, 2))
+        # (the padded copy is channels-last memory; unpadded, x itself is, as a view where it lies so)
+        cols, x_keep = None, x_padded if any(pads) else _windows.channels_last(x, xp)
         rows_chunk = _shifted_samples(xp, tuple(x.shape), pads, c_out, x.dtype)
         y = xp.concat([_shifted.forward(xp, x_keep, block, (kh, kw), out_hw, weight_matrix)
                        for block in _blocks(n, rows_chunk)], axis=0)
@@ -318,7 +322,8 @@ def conv2d_backward(dy, cache: Conv2dCache, *, need_dx: bool = True, need_params
     dy (N, C_out, OH, OW) -> ``(dx, dweight, dbias)`` with the shapes of x, weight and bias
     (dbias is None without bias; dx is None when ``need_dx`` is False, e.g. for a first layer;
     dweight and dbias are None when ``need_params`` is False, for a frozen layer).
-    dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im).
+    dW = a ⋆ δ (columns^T @ δ), δ_prev = pad(δ) ∗ rot180(W) (δ @ W^T folded back by col2im; for groups at
+    stride 1 a grouped convolution of δ; see the module docstring for the shifted-rows forms).
     """
     if isinstance(cache, winograd.WinogradCache):
         return winograd.conv2d_backward(dy, cache, need_dx=need_dx, need_params=need_params)
@@ -392,8 +397,9 @@ def _dx_by_correlation(cache: Conv2dCache) -> bool:
 def _correlated_input_gradient(dy, cache: Conv2dCache):
     """δ_prev = pad(δ) ∗ rot180(W) of a grouped stride-1 convolution, computed as the forward correlation of δ
     with each group's kernel flipped and its input and output channels swapped (C_in, C_out/G, kH, kW), padded
-    by the dilated reach less the forward's padding: one set of group columns of δ and G products, where the
-    per-offset form adds kH·kW G-interleaved products into strided slices of δ_prev."""
+    by the dilated reach less the forward's padding: group columns of δ and G products per block (or, with
+    one output channel per group, the depthwise form), where the per-offset form adds kH·kW G-interleaved
+    products into strided slices of δ_prev."""
     xp = array_api_compat.array_namespace(dy)
     c_out, c_group, kh, kw = cache.weight.shape
     groups, (dh, dw) = cache.groups, cache.dilation
