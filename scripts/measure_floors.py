@@ -91,42 +91,60 @@ def threads() -> None:
 
 
 def maxpool() -> None:
-    """The passes of the loop form's max-pool 3x3 s2 p1 backward, batch 32, 64 channels, 56x56 input:
-    per window offset a comparison of the argmax, its cast, a product with δ and a strided add."""
+    """The passes of the loop form's max-pool 3x3 s2 p1 backward, batch 32, 64 channels, 56x56 input: per
+    window offset a comparison of the argmax, its cast, a product with δ and an add, on the whole batch and
+    on the blocks of about 1 MiB the fold takes (pool.FOLD_BLOCK_BYTES); the fold itself with whole-batch
+    and with such blocks; PyTorch's backward pass."""
+    from xpcnn.functional import pool
     rng = np.random.default_rng(0)
     n, c, oh = 32, 64, 28
-    argmax = rng.integers(0, 9, (n, oh, oh, c)).astype(np.int8)
-    dy = rng.standard_normal((n, oh, oh, c)).astype(np.float32)
-    dx = np.zeros((n, 2 * oh + 1, 2 * oh + 1, c), np.float32)
-    mask = argmax == 4
-    weights = mask.astype(np.float32)
-    routed = dy * weights
-    parts = {
-        "compare argmax == k": lambda: argmax == 4,
-        "cast the mask to float32": lambda: mask.astype(np.float32),
-        "product with δ": lambda: dy * weights,
-        "strided add into dx": lambda: dx[:, 1:2 * oh:2, 1:2 * oh:2, :].__iadd__(routed),
-        "zero dx (once)": lambda: np.zeros_like(dx),
-    }
-    total = 0.0
-    print(f"max-pool 3x3 s2 backward passes, {n * oh * oh * c / 1e6:.1f} M outputs (ms, min / median):")
-    for name, fn in parts.items():
-        fastest, median = timed(fn)
-        total += fastest * (1 if name.startswith("zero") else 9)
-        print(f"  {name}: {fastest:.2f} / {median:.2f}")
-    print(f"  9 offsets x (compare, cast, product, add) + one zeroing: {total:.1f} ms at the minima")
-    products = 9 * (timed(lambda: mask.astype(np.float32))[0] + timed(lambda: dy * weights)[0])
+    per_sample = oh * oh * c * 4
+    block = max(1, pool.FOLD_BLOCK_BYTES // per_sample)
+    print(f"max-pool 3x3 s2 backward, {n * oh * oh * c / 1e6:.1f} M outputs (ms, min / median):")
+    floors = {}
+    for label, m in (("whole batch", n), (f"blocks of {block} samples", block)):
+        argmax = rng.integers(0, 9, (m, oh, oh, c)).astype(np.int8)
+        dy = rng.standard_normal((m, oh, oh, c)).astype(np.float32)
+        total = np.zeros((m, oh + 1, oh, c), np.float32).reshape(m, -1)
+        run = oh * oh * c
+        mask = argmax == 4
+        share = mask.astype(np.float32)
+        parts = {
+            "compare argmax == k": lambda: argmax == 4,
+            "cast the mask to float32": lambda: mask.astype(np.float32),
+            "product with δ, in place": lambda: share.__imul__(dy),
+            "add into a contiguous run": lambda: total[:, oh * c:oh * c + run].__iadd__(share.reshape(m, -1)),
+        }
+        times = {name: timed(fn) for name, fn in parts.items()}
+        per_block = sum(fastest for fastest, _ in times.values())
+        floors[label] = 9 * per_block * (n / m)
+        print(f"  {label}: " + "; ".join(f"{name} {'%.3f / %.3f' % t}" for name, t in times.items()))
+        print(f"    9 offsets x these 4 passes over the batch: {floors[label]:.1f} ms at the minima")
+    x = np.ascontiguousarray(rng.standard_normal((n, 56, 56, c)).astype(np.float32)).transpose(0, 3, 1, 2)
+    y, cache = pool.max_pool2d_forward(x, 3, 2, 1)
+    grad = np.ascontiguousarray(rng.standard_normal(y.shape).astype(np.float32).transpose(0, 2, 3, 1))
+    grad = grad.transpose(0, 3, 1, 2)
+    saved = pool.FOLD_BLOCK_BYTES
+    try:
+        pool.FOLD_BLOCK_BYTES = n * per_sample
+        whole = timed(lambda: pool.max_pool2d_backward(grad, cache))
+        pool.FOLD_BLOCK_BYTES = saved
+        blocked = timed(lambda: pool.max_pool2d_backward(grad, cache))
+    finally:
+        pool.FOLD_BLOCK_BYTES = saved
+    print(f"  xpcnn's backward pass: whole batch {'%.2f / %.2f' % whole}, in blocks {'%.2f / %.2f' % blocked}")
     try:
         import torch
     except ImportError:
         return
-    x = torch.randn(n, c, 2 * oh, 2 * oh, requires_grad=True)
-    y = torch.nn.functional.max_pool2d(x, 3, 2, 1)
-    grad = torch.randn_like(y)
+    tx = torch.randn(n, c, 2 * oh, 2 * oh, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, 3, 2, 1)
+    tdy = torch.randn_like(ty)
     time.sleep(0.2)                                         # OpenBLAS's spinning threads go quiet first
-    theirs = timed(lambda: torch.autograd.grad(y, (x,), grad, retain_graph=True))[0]
-    print(f"  PyTorch's backward pass: {theirs:.2f} ms; the 9 casts and products alone: {products:.1f} ms "
-          f"({products / theirs:.1f}x)")
+    theirs = timed(lambda: torch.autograd.grad(ty, (tx,), tdy, retain_graph=True))[0]
+    print(f"  PyTorch's backward pass: {theirs:.2f} ms; the passes alone, in blocks: "
+          f"{floors[f'blocks of {block} samples']:.1f} ms ({floors[f'blocks of {block} samples'] / theirs:.1f}x), "
+          f"whole batch {floors['whole batch']:.1f} ms ({floors['whole batch'] / theirs:.1f}x)")
 
 
 def products() -> None:

@@ -171,20 +171,23 @@ def test_an_epoch_at_learning_rate_zero_is_announced(digits):
 
 
 def test_default_initialisation_gives_pytorchs_output_scale(digits):
-    """An untrained classifier starts near the uniform loss ln 10, as PyTorch's defaults do (He init gave 4-5)."""
+    """An untrained classifier starts near the uniform loss ln 10, and its outputs spread as PyTorch's defaults
+    make them spread (He init gave losses of 4-5). One seed's spread varies 2.5x, so the medians of eight
+    seeded networks on each side are compared, the PyTorch twin seeded before it is built."""
     torch = pytest.importorskip("torch")
     x, y, xt, yt = digits
-    losses, spreads = [], []
-    for seed in range(3):
+    losses, spreads, references = [], [], []
+    for seed in range(8):
         model = lenet(seed=seed)
         losses.append(model.evaluate(xt, yt)["loss"])
         spreads.append(float(np.std(model.predict(xt))))
-    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                               torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                               torch.nn.Flatten(), torch.nn.Linear(3136, 128), torch.nn.ReLU(),
-                               torch.nn.Linear(128, 10))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        reference = float(twin(torch.tensor(xt)).std())
+        torch.manual_seed(seed)
+        twin = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                   torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                   torch.nn.Flatten(), torch.nn.Linear(3136, 128), torch.nn.ReLU(),
+                                   torch.nn.Linear(128, 10))
+        with torch.no_grad():
+            references.append(float(twin(torch.tensor(xt)).std()))
     assert all(abs(loss - np.log(10)) < 0.1 for loss in losses), losses
-    assert all(reference / 3 < spread < reference * 3 for spread in spreads), (spreads, reference)
+    ratio = np.median(spreads) / np.median(references)
+    assert 1 / 1.5 < ratio < 1.5, (spreads, references)

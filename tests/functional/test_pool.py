@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from xpcnn import functional as F, gradcheck, reference as R
+from xpcnn import config, functional as F, gradcheck, reference as R
 from xpcnn.testing import assert_close, on, tie_free
 
 # input shape, kernel_size, stride, padding
@@ -73,6 +73,26 @@ def test_pooling_matches_torch_autograd(backend, shape, kernel, stride, padding)
         ty.backward(torch.tensor(dy))
         assert_close(y, ty.detach().numpy(), backend, name=f"{name} y")
         assert_close(dx, tx.grad.numpy(), backend, name=f"{name} dx")
+
+
+@pytest.mark.parametrize("per_block", [1, 2])
+@pytest.mark.parametrize("shape,kernel,stride,padding", CONFIGS, ids=IDS)
+def test_pooling_backward_in_blocks_of_samples_matches_reference(backend, monkeypatch, per_block, shape, kernel,
+                                                                 stride, padding):
+    """The CPU fold in blocks of one or two samples (a batch of 5: the last block is shorter) gives the
+    reference's dx for max and average pooling, the loop forms forced on every backend."""
+    from xpcnn.functional import pool
+    x = _case((5,) + shape[1:], 7)
+    out_hw = R.max_pool2d(x, kernel, stride, padding).shape[2:]
+    monkeypatch.setattr(pool, "FOLD_BLOCK_BYTES", per_block * out_hw[0] * out_hw[1] * shape[1] * 8)
+    dy = np.random.default_rng(8).standard_normal((5, shape[1]) + out_hw)
+    with config.using(few_launches="off"):
+        _, cache = F.max_pool2d_forward(on(backend, x), kernel, stride, padding)
+        dx_max = F.max_pool2d_backward(on(backend, dy), cache)
+        _, cache = F.avg_pool2d_forward(on(backend, x), kernel, stride, padding, False)
+        dx_avg = F.avg_pool2d_backward(on(backend, dy), cache)
+    assert_close(dx_max, R.max_pool2d_backward(dy, x, kernel, stride, padding), backend, name="max dx")
+    assert_close(dx_avg, R.avg_pool2d_backward(dy, x, kernel, stride, padding, False), backend, name="avg dx")
 
 
 def test_max_pool2d_tie_goes_to_first_maximum_in_row_major_order(backend):
