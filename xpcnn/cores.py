@@ -46,7 +46,7 @@ def blas_kernels_note(kernels: str | None, environ=None, flags: set[str] | None 
     """A hint when ``$OPENBLAS_CORETYPE`` holds OpenBLAS to kernels below what the CPU has, else None.
 
     OpenBLAS picks its kernels by the CPU it finds; the variable overrides that. On the 2-core AVX-512
-    machine of docs/performance.md, whose environment sets ``OPENBLAS_CORETYPE=Haswell`` (AVX2), NumPy's
+    machine of docs/performance.md, whose environment set ``OPENBLAS_CORETYPE=Haswell`` (AVX2), NumPy's
     float32 products ran 1.2-1.9x faster with the variable unset (OpenBLAS then takes SkylakeX)."""
     environ = os.environ if environ is None else environ
     pinned = environ.get("OPENBLAS_CORETYPE")
