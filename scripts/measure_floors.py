@@ -101,7 +101,6 @@ def maxpool() -> None:
     per_sample = oh * oh * c * 4
     block = max(1, pool.FOLD_BLOCK_BYTES // per_sample)
     print(f"max-pool 3x3 s2 backward, {n * oh * oh * c / 1e6:.1f} M outputs (ms, min / median):")
-    floors = {}
     for label, m in (("whole batch", n), (f"blocks of {block} samples", block)):
         argmax = rng.integers(0, 9, (m, oh, oh, c)).astype(np.int8)
         dy = rng.standard_normal((m, oh, oh, c)).astype(np.float32)
@@ -117,9 +116,9 @@ def maxpool() -> None:
         }
         times = {name: timed(fn) for name, fn in parts.items()}
         per_block = sum(fastest for fastest, _ in times.values())
-        floors[label] = 9 * per_block * (n / m)
+        floor = 9 * per_block * (n / m)                 # the blocked floor is the loop's last
         print(f"  {label}: " + "; ".join(f"{name} {'%.3f / %.3f' % t}" for name, t in times.items()))
-        print(f"    9 offsets x these 4 passes over the batch: {floors[label]:.1f} ms at the minima")
+        print(f"    9 offsets x these 4 passes over the batch: {floor:.1f} ms at the minima")
     x = np.ascontiguousarray(rng.standard_normal((n, 56, 56, c)).astype(np.float32)).transpose(0, 3, 1, 2)
     y, cache = pool.max_pool2d_forward(x, 3, 2, 1)
     grad = np.ascontiguousarray(rng.standard_normal(y.shape).astype(np.float32).transpose(0, 2, 3, 1))
@@ -128,10 +127,9 @@ def maxpool() -> None:
     try:
         pool.FOLD_BLOCK_BYTES = n * per_sample
         whole = timed(lambda: pool.max_pool2d_backward(grad, cache))
-        pool.FOLD_BLOCK_BYTES = saved
-        blocked = timed(lambda: pool.max_pool2d_backward(grad, cache))
     finally:
         pool.FOLD_BLOCK_BYTES = saved
+    blocked = timed(lambda: pool.max_pool2d_backward(grad, cache))
     print(f"  xpcnn's backward pass: whole batch {'%.2f / %.2f' % whole}, in blocks {'%.2f / %.2f' % blocked}")
     try:
         import torch
@@ -142,9 +140,8 @@ def maxpool() -> None:
     tdy = torch.randn_like(ty)
     time.sleep(0.2)                                         # OpenBLAS's spinning threads go quiet first
     theirs = timed(lambda: torch.autograd.grad(ty, (tx,), tdy, retain_graph=True))[0]
-    print(f"  PyTorch's backward pass: {theirs:.2f} ms; the passes alone, in blocks: "
-          f"{floors[f'blocks of {block} samples']:.1f} ms ({floors[f'blocks of {block} samples'] / theirs:.1f}x), "
-          f"whole batch {floors['whole batch']:.1f} ms ({floors['whole batch'] / theirs:.1f}x)")
+    print(f"  PyTorch's backward pass: {theirs:.2f} ms; the passes alone, in blocks: {floor:.1f} ms "
+          f"({floor / theirs:.1f}x)")
 
 
 def products() -> None:

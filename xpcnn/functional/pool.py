@@ -176,9 +176,8 @@ def max_pool2d_backward(dy, cache: PoolCache):
     dy, argmax = _windows.channels_last(dy, xp), cache.argmax
 
     def routed(k, samples=None):
-        picked = argmax if samples is None else argmax[samples, ...]
-        share = xp.astype(picked == k, dy.dtype)
-        share *= dy if samples is None else dy[samples, ...]    # in place: one new array per offset, not two
+        share = xp.astype(_of(argmax, samples) == k, dy.dtype)
+        share *= _of(dy, samples)                           # in place: one new array per offset, not two
         return share
 
     return _fold(xp, dy, cache, routed)
@@ -229,7 +228,7 @@ def avg_pool2d_backward(dy, cache: PoolCache):
     """dx (N, C, H, W): each window cell receives δ / |window|."""
     xp = _dy_namespace("avg_pool2d_backward", dy, dy, cache)
     share = _windows.channels_last(dy, xp) / cache.divisor
-    return _fold(xp, share, cache, lambda index, samples=None: share if samples is None else share[samples, ...])
+    return _fold(xp, share, cache, lambda index, samples=None: _of(share, samples))
 
 
 def pool_padding(owner: str, kernel: tuple, pads: tuple, given) -> None:
@@ -240,6 +239,11 @@ def pool_padding(owner: str, kernel: tuple, pads: tuple, given) -> None:
 
 def _dy_namespace(op, dy, like, cache):
     return checks.backward_namespace(op, dy, like, (cache.x_shape[0], cache.x_shape[1], *cache.out_hw), cache.dtype)
+
+
+def _of(array, samples):
+    """``array``'s slice of ``samples`` along its first axis (``None``: all of it, no indexing at all)."""
+    return array if samples is None else array[samples, ...]
 
 
 def _fold(xp, dy_nhwc, cache, contribution):
@@ -271,7 +275,7 @@ def _fold(xp, dy_nhwc, cache, contribution):
     dx = (xp.empty if phased else xp.zeros)(shape, dtype=dy_nhwc.dtype, device=device)
     for samples in blocks:
         if phased:
-            dx = _phase_fold(xp, dx, samples, cache, contribution)
+            dx = _phase_fold(xp, dx, samples, device, cache, contribution)
             continue
         for k, rows, cols in _windows.offsets(cache.kernel, cache.stride, (1, 1), cache.out_hw):
             index = (slice(None) if samples is None else samples, rows, cols, slice(None))
@@ -282,7 +286,7 @@ def _fold(xp, dy_nhwc, cache, contribution):
     return xp.permute_dims(_windows.crop_hw(dx, cache.pads, (1, 2)), (0, 3, 1, 2))
 
 
-def _phase_fold(xp, dx, samples, cache, contribution):
+def _phase_fold(xp, dx, samples, device, cache, contribution):
     """Write the samples' block of the padded dx (N, Hp, Wp, C) from the contributions, one stride phase at
     a time: the cells of row phase p and column phase q (rows p, p + s_h, ...) are read by the offsets
     (a, b) with a ≡ p (mod s_h) and b ≡ q (mod s_w), offset (a, b) of output (i, j) landing on phase cell
@@ -306,7 +310,7 @@ def _phase_fold(xp, dx, samples, cache, contribution):
             if not shifts:                                   # no window reaches these columns
                 dx = xpx.at(dx)[samples, rows, columns, :].set(0.0)
             for j in shifts:
-                total = xp.zeros((m, ph * ow * c), dtype=dx.dtype, device=array_api_compat.device(dx))
+                total = xp.zeros((m, ph * ow * c), dtype=dx.dtype, device=device)
                 for a in range(p, kh, sh):
                     start = a // sh * ow * c
                     part = xp.reshape(contribution(a * kw + q + j * sw, samples), (m, run))
